@@ -1,0 +1,113 @@
+"""The original OLMo's parameter layout and model config section, mapped to and from olmo_fn's.
+
+The original fuses q/k/v into `att_proj` (rows: q [d], k [kv*hd], v [kv*hd]) and the SwiGLU input
+projections into `ff_proj` (rows: first half = value/"up", second half = gate). olmo_fn keeps them
+separate so that tensor parallelism can shard them; this module splits and re-fuses them exactly.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+
+from olmo_fn.config import ModelConfig
+from olmo_fn.errors import ConfigError
+
+_BLOCK = re.compile(r"^transformer\.blocks\.(\d+)\.(\w+)\.weight$")
+_SIMPLE_FROM_OLMO = {
+    "attn_out": "attention.o_proj",
+    "ff_out": "mlp.down_proj",
+    "attn_norm": "attention_norm",
+    "ff_norm": "mlp_norm",
+    "q_norm": "attention.q_norm",
+    "k_norm": "attention.k_norm",
+}
+_TOP_FROM_OLMO = {
+    "transformer.wte.weight": "embeddings.weight",
+    "transformer.ln_f.weight": "lm_head.norm.weight",
+    "transformer.ff_out.weight": "lm_head.weight",
+}
+
+
+def from_olmo_state_dict(state_dict: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Original OLMo model state dict -> olmo_fn state dict (fused projections split)."""
+    d, kv_width = cfg.d_model, cfg.effective_n_kv_heads * cfg.head_dim
+    out: dict[str, torch.Tensor] = {}
+    for raw_name, tensor in state_dict.items():
+        name = raw_name.replace("_fsdp_wrapped_module.", "")
+        if name in _TOP_FROM_OLMO:
+            out[_TOP_FROM_OLMO[name]] = tensor
+            continue
+        match = _BLOCK.match(name)
+        if match is None:
+            raise ConfigError(f"original OLMo state dict: unexpected parameter {raw_name!r}")
+        prefix, kind = f"blocks.{match.group(1)}.", match.group(2)
+        if kind == "att_proj":
+            q, k, v = tensor.split([d, kv_width, kv_width], dim=0)
+            out.update({prefix + f"attention.{n}_proj.weight": t for n, t in zip("qkv", (q, k, v))})
+        elif kind == "ff_proj":
+            up, gate = tensor.chunk(2, dim=0)
+            out[prefix + "mlp.up_proj.weight"], out[prefix + "mlp.gate_proj.weight"] = up, gate
+        elif kind in _SIMPLE_FROM_OLMO:
+            out[prefix + _SIMPLE_FROM_OLMO[kind] + ".weight"] = tensor
+        else:
+            raise ConfigError(f"original OLMo state dict: unexpected parameter {raw_name!r}")
+    return out
+
+
+def to_olmo_state_dict(state_dict: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """olmo_fn state dict -> original OLMo names, with att_proj and ff_proj fused again."""
+    out: dict[str, torch.Tensor] = {v: state_dict[k] for k, v in _top_to_olmo().items() if k in state_dict}
+    simple_to_olmo = {v: k for k, v in _SIMPLE_FROM_OLMO.items()}
+    for i in range(cfg.n_layers):
+        p, o = f"blocks.{i}.", f"transformer.blocks.{i}."
+        out[o + "att_proj.weight"] = torch.cat([state_dict[p + f"attention.{n}_proj.weight"] for n in "qkv"])
+        out[o + "ff_proj.weight"] = torch.cat(
+            [state_dict[p + "mlp.up_proj.weight"], state_dict[p + "mlp.gate_proj.weight"]]
+        )
+        for ours, theirs in simple_to_olmo.items():
+            if p + ours + ".weight" in state_dict:
+                out[o + theirs + ".weight"] = state_dict[p + ours + ".weight"]
+    return out
+
+
+def _top_to_olmo() -> dict[str, str]:
+    return {v: k for k, v in _TOP_FROM_OLMO.items()}
+
+
+_UNSUPPORTED = {
+    "activation_type": ("swiglu",),
+    "block_type": ("sequential",),
+    "alibi": (False,),
+    "rope": (True,),
+    "include_bias": (False,),
+    "scale_logits": (False,),
+    "embedding_layer_norm": (False, None),
+    "bias_for_layer_norm": (False, None),
+    "block_group_size": (1,),
+}
+_COPIED = (
+    "d_model n_heads n_layers mlp_ratio mlp_hidden_size layer_norm_with_affine attention_layer_norm "
+    "attention_layer_norm_with_affine norm_after clip_qkv rope_theta weight_tying vocab_size embedding_size "
+    "eos_token_id pad_token_id max_sequence_length init_fn init_std init_cutoff_factor emb_init_std"
+).split()
+
+
+def model_config_from_olmo(model: dict[str, Any]) -> ModelConfig:
+    """ModelConfig from the `model:` section of an original OLMo config.yaml."""
+    for key, allowed in _UNSUPPORTED.items():
+        if key in model and model[key] not in allowed:
+            raise ConfigError(
+                f"model.{key}: {model[key]!r} is not supported by olmo_fn (expected {allowed[0]!r})"
+            )
+    fields = {k: model[k] for k in _COPIED if k in model and model[k] is not None}
+    norm_type = model.get("layer_norm_type", "default")
+    fields["layer_norm_type"] = "rms" if norm_type == "rms" else "default"
+    fields["layer_norm_eps"] = model.get("layer_norm_eps") or 1e-5
+    n_kv = model.get("n_kv_heads")
+    fields["n_kv_heads"] = 1 if model.get("multi_query_attention") else n_kv
+    if "attention_layer_norm_with_affine" not in fields and "layer_norm_with_affine" in fields:
+        fields["attention_layer_norm_with_affine"] = fields["layer_norm_with_affine"]
+    return ModelConfig(**fields)

@@ -1,0 +1,71 @@
+"""The math of an OLMo block as pure functions over tensors: norms, RoPE, attention, SwiGLU.
+
+Nothing here owns parameters; `transformer.py` holds them in thin modules that call these functions.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def layer_norm(x: torch.Tensor, eps: float, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """OLMo 1's LayerNorm (no bias), computed in fp32 and cast back to the input dtype."""
+    out = F.layer_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
+    return out if weight is None else out * weight
+
+
+def rms_norm(x: torch.Tensor, eps: float, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """OLMo 2's RMSNorm: normalise in fp32, cast back, then scale by the weight."""
+    xf = x.float()
+    out = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+    return out if weight is None else out * weight
+
+
+def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 cos/sin tables of shape [*positions.shape, head_dim] for rotate-half (NeoX) RoPE."""
+    exponent = torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.int64).float() / head_dim
+    inv_freq = 1.0 / (theta**exponent)
+    angles = positions.float().unsqueeze(-1) * inv_freq
+    angles = torch.cat((angles, angles), dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x [B, H, T, D] by the angles of cos/sin [B or 1, T, D], in fp32, returning x's dtype."""
+    xf = x.float()
+    x1, x2 = xf.chunk(2, dim=-1)
+    rotated = torch.cat((-x2, x1), dim=-1)
+    return (xf * cos.unsqueeze(1) + rotated * sin.unsqueeze(1)).to(x.dtype)
+
+
+def attention_bias(attention_mask: torch.Tensor, query_len: int, dtype: torch.dtype) -> torch.Tensor:
+    """Additive [B, 1, Tq, Tk] bias: causal, plus padding from a [B, Tk] keep-mask (1 = real token).
+
+    Masked entries get the dtype's most negative finite value (as the original does), so a row with
+    nothing to attend to stays finite instead of turning into NaN.
+    """
+    key_len = attention_mask.shape[-1]
+    device = attention_mask.device
+    q_pos = torch.arange(key_len - query_len, key_len, device=device)
+    causal = q_pos[:, None] >= torch.arange(key_len, device=device)[None, :]
+    keep = causal[None, None] & attention_mask.bool()[:, None, None, :]
+    return torch.zeros(keep.shape, dtype=dtype, device=device).masked_fill(~keep, torch.finfo(dtype).min)
+
+
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Scaled dot-product attention over [B, H, T, D] tensors, causal unless a bias is given.
+
+    Keys and values may have fewer heads than queries (GQA/MQA).
+    """
+    gqa = k.shape[1] != q.shape[1]
+    if bias is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), enable_gqa=gqa)
+
+
+def swiglu(value: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """OLMo's SwiGLU: silu(gate) * value (the original's fused projection puts value first, gate second)."""
+    return F.silu(gate) * value

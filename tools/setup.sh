@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Create (or bring up to date) the virtual environment .venv/ with olmo_fn and everything it needs.
+# Safe to run again: it does nothing when .venv/ already matches pyproject.toml.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${PYTHON:-python3.11}
+want=$(sha256sum pyproject.toml | cut -c1-16)
+stamp=.venv/.olmo_fn-installed
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    exit 0
+fi
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+# torch first and pinned: a bare or ranged requirement lets pip pick a multi-GB CUDA build.
+.venv/bin/python -m pip install -q torch==2.13.0
+.venv/bin/python -m pip install -q -e '.[test]'
+echo "$want" >"$stamp"
