@@ -190,7 +190,8 @@ class DataConfig:
     memmap_dtype: MemmapDtype = "uint16"
     """Integer type of the token files."""
     pad_direction: PadDirection = "right"
-    """Side on which the collate pads instances shorter than the longest of the batch."""
+    """Side on which collate_instances pads items shorter than the longest of a batch (training instances
+    are all max_sequence_length long and never padded)."""
     generate_attention_mask: bool = False
     """Give each batch an attention_mask that is False at the pad_token_id positions."""
     generate_doc_lengths: bool = False
@@ -211,3 +212,160 @@ class DataConfig:
     """Seconds to wait for a batch from a worker (0 = forever)."""
     instance_filter: InstanceFilterConfig | None = None
     """Repeated n-gram filter (OLMo 2); None = off."""
+
+
+@dataclass
+class OptimizerConfig:
+    """AdamW with the original OLMo's parameter groups."""
+
+    name: Literal["adamw"] = "adamw"
+    """Optimizer (AdamW, decoupled weight decay)."""
+    learning_rate: float = 4e-4
+    """Peak learning rate."""
+    betas: tuple[float, float] = (0.9, 0.95)
+    """AdamW betas."""
+    eps: float = 1e-5
+    """AdamW epsilon (the original's default is 1e-5, not torch's 1e-8)."""
+    weight_decay: float = 0.1
+    """Decoupled weight decay of the decayed group."""
+    decay_norm_and_bias: bool = False
+    """Also decay norm weights (and biases)."""
+    decay_embeddings: bool = False
+    """Also decay the token embedding."""
+    fused: bool | None = None
+    """Use torch's fused AdamW kernel; None = when the device supports it."""
+
+
+SchedulerName = Literal[
+    "constant",
+    "constant_with_warmup",
+    "linear_with_warmup",
+    "cosine_with_warmup",
+    "inverse_sqrt_with_warmup",
+    "wsd",
+]
+
+
+@dataclass
+class SchedulerConfig:
+    """Learning-rate schedule as a pure function of training progress (steps or tokens)."""
+
+    name: SchedulerName = "cosine_with_warmup"
+    """Schedule shape; every one but 'constant' starts with a linear warmup."""
+    units: Literal["steps", "tokens"] = "steps"
+    """Unit of t_warmup, t_max and decay lengths."""
+    t_warmup: float = 100
+    """Warmup length."""
+    t_max: float | None = None
+    """End of the decay; None = the end of training (max_duration)."""
+    alpha_f: float = 0.1
+    """Final learning rate as a fraction of the peak."""
+    warmup_min_lr: float | None = None
+    """Learning rate at step 0 of the warmup; None = 10% of the peak (the original's default)."""
+    decay_fraction: float = 0.1
+    """WSD only: fraction of t_max spent in the final linear decay."""
+    grad_clip_warmup_steps: float | None = None
+    """While progress <= this (in `units`), the gradient-norm limit is multiplied by grad_clip_warmup_factor."""
+    grad_clip_warmup_factor: float | None = None
+    """Factor of max_grad_norm during the clip warmup."""
+
+
+@dataclass
+class TokenizerConfig:
+    """The tokenizer used to decode and encode text (inspection, generation, evaluation)."""
+
+    identifier: str | None = None
+    """Path or URL of a tokenizers JSON file."""
+
+
+@dataclass
+class EvalConfig:
+    """In-loop language-model evaluation on held-out token files."""
+
+    datasets: dict[str, list[str]] = field(default_factory=dict)
+    """Label -> token files; each label reports eval/{label}/CrossEntropyLoss and Perplexity."""
+    device_eval_batch_size: int = 8
+    """Instances per evaluation batch on each device."""
+    eval_subset_num_batches: int = -1
+    """Batches evaluated per dataset (-1 = all)."""
+
+
+@dataclass
+class TrackingConfig:
+    """Where metrics go: the console and an Aim repository."""
+
+    aim: bool = True
+    """Record the run in Aim (rank 0)."""
+    aim_repo: str | None = None
+    """Aim repository folder; None = {save_folder}/aim. Browse it with `aim up --repo PATH`."""
+    experiment: str | None = None
+    """Aim experiment name; None = the run name."""
+    system_tracking_interval: int | None = 10
+    """Seconds between Aim's system metrics (CPU, memory, GPU); None = off."""
+    progress_bar: bool | None = None
+    """Show a progress bar; None = only when stderr is a terminal (plain log lines otherwise)."""
+
+
+@dataclass
+class TrainConfig:
+    """An OLMo training run: model, data, optimizer, schedule, checkpoints, evaluation and tracking."""
+
+    run_name: str = "olmo-run"
+    """Name of the run (Aim run name, log lines)."""
+    seed: int = 6198
+    """Seed of initialisation, data order (unless data.seed) and everything random."""
+    max_duration: str = "1ep"
+    """Training length: steps ('1000'), tokens ('2e12T') or epochs ('1ep')."""
+    global_train_batch_size: int = 512
+    """Instances per optimizer step, over all ranks."""
+    device_train_microbatch_size: int = 8
+    """Instances per forward/backward pass on one device; gradients accumulate up to the global batch."""
+    precision: Literal["fp32", "amp_bf16"] = "fp32"
+    """fp32 everywhere, or bf16 autocast with fp32 master weights and optimizer state (GPUs)."""
+    compile: bool = False
+    """torch.compile the model's blocks and the loss (worth it on GPUs; only costs time on a CPU)."""
+    max_grad_norm: float | None = 1.0
+    """Clip the global gradient norm to this; None = no clipping."""
+    softmax_auxiliary_loss: bool = False
+    """Add OLMo's z-loss (auxiliary_loss_multiplier x logsumexp^2) to the loss."""
+    auxiliary_loss_multiplier: float = 1e-4
+    """z-loss multiplier (OLMo 2: 1e-5)."""
+    loss_normalization: Literal["batch_tokens", "label_tokens"] = "batch_tokens"
+    """Divide the summed loss by every token of the global batch (the original) or by its label tokens."""
+    save_folder: str = "runs/olmo-run"
+    """Folder (local or fsspec URL) for checkpoints, config.yaml and train_data/global_indices.npy."""
+    save_overwrite: bool = False
+    """Start afresh in a save folder that already holds checkpoints, replacing them."""
+    save_interval: int | None = None
+    """Steps between sharded checkpoints (None = none)."""
+    save_interval_unsharded: int | None = 1000
+    """Steps between unsharded checkpoints (None = none); one is always written at the end."""
+    save_num_checkpoints_to_keep: int = -1
+    """Sharded checkpoints to keep (-1 = all)."""
+    save_num_unsharded_checkpoints_to_keep: int = -1
+    """Unsharded checkpoints to keep (-1 = all)."""
+    load_path: str | None = None
+    """Checkpoint to start from: native, sharded, original OLMo or Hugging Face; local or URL."""
+    reset_trainer_state: bool = False
+    """Load only model and optimizer from load_path: step 0, data from the start, schedule from 0."""
+    reset_optimizer_state: bool = False
+    """Load only the model (and trainer state); the learning rate ramps back up over t_warmup."""
+    try_load_latest_save: bool = False
+    """Resume from the latest checkpoint in save_folder if there is one (overrides load_path)."""
+    stop_at: int | None = None
+    """Stop after this step even if max_duration is further."""
+    eval_interval: int | None = 1000
+    """Steps between evaluations (None = only at the end)."""
+    eval_on_load: bool = False
+    """Also evaluate before the first step (a baseline for the validation loss)."""
+    console_log_interval: int = 1
+    """Steps between metric log lines."""
+    dry_run: bool = False
+    """Print the resolved config, parameter count, FLOPs per token and a memory estimate, then exit."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)

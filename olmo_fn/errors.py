@@ -15,3 +15,7 @@ class DataError(OlmoFnError, ValueError):
 
 class CheckpointError(OlmoFnError, ValueError):
     """A checkpoint is missing, incomplete, corrupt or does not fit the model."""
+
+
+class TrainingError(OlmoFnError, RuntimeError):
+    """Training cannot go on (a non-finite loss or gradient norm); nothing from the bad step is kept."""

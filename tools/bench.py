@@ -1,0 +1,149 @@
+"""Benchmarks, one subcommand each (`python tools/bench.py data --help`).
+
+data: tokens/s the training loader delivers (0 and 2 workers) beside the raw byte-range read rate of the
+same instances and beside what the tiny model's train step consumes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+import torch
+import tyro
+
+from olmo_fn.config import DataConfig
+from olmo_fn.data.loader import build_train_loader
+from olmo_fn.data.memmap import TokenDataset, build_token_dataset, read_bytes
+from olmo_fn.data.order import build_global_indices
+from olmo_fn.errors import ConfigError, OlmoFnError
+
+
+def raw_read_rate(dataset: TokenDataset, ids: np.ndarray) -> float:
+    """Tokens/s of reading the instances' bytes with one byte-range read each (offsets precomputed)."""
+    nbytes = dataset.seq_len * dataset.dtype.itemsize
+    file_no = np.searchsorted(dataset.offsets, ids, side="right") - 1
+    offsets = ((ids - dataset.offsets[file_no]) * nbytes).tolist()
+    paths = [dataset.files[k].path for k in file_no.tolist()]
+    fds = {p: os.open(p, os.O_RDONLY) for p in set(paths) if "://" not in p}
+    start = time.perf_counter()
+    for path, offset in zip(paths, offsets, strict=True):
+        data = os.pread(fds[path], nbytes, offset) if path in fds else read_bytes(path, offset, nbytes)
+        np.frombuffer(data, dataset.dtype)
+    elapsed = time.perf_counter() - start
+    for fd in fds.values():
+        os.close(fd)
+    return len(ids) * dataset.seq_len / elapsed
+
+
+def loader_rate(dataset: TokenDataset, cfg: DataConfig, batch_size: int, batches: int) -> tuple[float, float]:
+    """(steady tokens/s after the first batch, tokens/s including start-up) of the training loader."""
+    loader = build_train_loader(dataset, cfg, global_batch_size=batch_size, seed=0)
+    start = time.perf_counter()
+    first, seen = 0.0, 0
+    while seen < batches:  # as many epochs as it takes
+        for _ in loader:
+            seen += 1
+            if seen == 1:
+                first = time.perf_counter()
+            if seen == batches:
+                break
+    end = time.perf_counter()
+    tokens = batch_size * dataset.seq_len
+    return tokens * (batches - 1) / (end - first), tokens * batches / (end - start)
+
+
+def train_step_rate(batch_size: int, seq_len: int, steps: int) -> float:
+    """Tokens/s one forward + backward + AdamW step of the tiny model consumes (after a warm-up step)."""
+    from olmo_fn.loss import shift_labels
+    from olmo_fn.model import Transformer, init_weights
+    from olmo_fn.model.presets import olmo_tiny
+
+    cfg = olmo_tiny()
+    model = Transformer(cfg)
+    init_weights(model, cfg, seed=0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ids = torch.randint(2, cfg.vocab_size, (batch_size, seq_len))
+    labels = shift_labels(ids)
+
+    def step() -> None:
+        out = model(ids, labels=labels)
+        (out.total / labels.numel()).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * batch_size * seq_len / (time.perf_counter() - start)
+
+
+def data(
+    paths: list[str] | None = None,
+    seq_len: int | None = None,
+    memmap_dtype: str = "uint16",
+    batch_size: int = 8,
+    batches: int = 400,
+    train_steps: int = 3,
+) -> dict[str, float]:
+    """Loader tokens/s (0 and 2 workers) vs the raw read rate and the tiny model's train step.
+
+    Args:
+        paths: Token files to read; default: the embedded default corpus' training files.
+        seq_len: Instance length; default: the tiny model's max_sequence_length.
+        memmap_dtype: Integer type of the token files.
+        batch_size: Instances per batch (the tiny model's train step uses this batch too).
+        batches: Batches the loader delivers per measurement (over several epochs if needed).
+        train_steps: Timed train steps (after one warm-up step).
+    """
+    from olmo_fn.model.presets import olmo_tiny
+
+    warnings.filterwarnings("ignore", message=".*set_vital.*")
+    seq_len = seq_len or olmo_tiny().max_sequence_length
+    if paths is None:
+        from olmo_fn.data.corpus import default_corpus
+
+        paths = default_corpus().train_paths
+    base = DataConfig(paths=paths, memmap_dtype=memmap_dtype)
+    dataset = build_token_dataset(base, seq_len=seq_len)
+    per_epoch = len(dataset) // batch_size
+    if per_epoch == 0:
+        raise ConfigError(f"the data holds {len(dataset)} instances, fewer than one batch of {batch_size}")
+    epochs = [
+        build_global_indices(len(dataset), seed=0, epoch=e)[: per_epoch * batch_size]
+        for e in range(-(-batches // per_epoch))
+    ]
+    ids = np.concatenate(epochs)[: batches * batch_size]
+    raw = max(raw_read_rate(dataset, ids) for _ in range(3))
+    results = {"raw read": raw}
+    for workers in (0, 2):
+        cfg = DataConfig(paths=paths, memmap_dtype=memmap_dtype, num_workers=workers)
+        steady, with_startup = loader_rate(dataset, cfg, batch_size, batches)
+        results[f"loader, {workers} workers"] = steady
+        results[f"loader, {workers} workers, incl. start-up"] = with_startup
+    step = train_step_rate(batch_size, seq_len, train_steps)
+    results["tiny model train step"] = step
+    print(f"{len(dataset)} instances of {seq_len} tokens, batches of {batch_size}, {batches} batches per run")
+    for name, rate in results.items():
+        print(f"{name:>36}: {rate:14,.0f} tokens/s")
+    for workers in (0, 2):
+        rate = results[f"loader, {workers} workers"]
+        print(
+            f"{workers} workers: {rate / step:,.0f}x the train step (target >= 50x), {rate / raw:.2f} of the raw read rate (target >= 0.25)"
+        )
+    return results
+
+
+def main() -> None:
+    try:
+        tyro.extras.subcommand_cli_from_dict({"data": data})
+    except OlmoFnError as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()
