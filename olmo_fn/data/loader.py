@@ -50,13 +50,14 @@ class GlobalOrderBatchSampler(Sampler[list[int]]):
         self.world_size = world_size
         self.drop_last = drop_last
         self.size = total_size(num_instances, world_size, drop_last)
+        self._batches = batches_per_epoch(self.size, global_batch_size, drop_last)
         self._order: tuple[int, np.ndarray] | None = None
         self.load_state_dict({"epoch": epoch, "global_position": start_position})
 
     @property
     def batches_per_epoch(self) -> int:
         """Global batches in an epoch (this rank reads its share of each)."""
-        return batches_per_epoch(self.size, self.global_batch_size, self.drop_last)
+        return self._batches
 
     def __len__(self) -> int:
         return self.batches_per_epoch
@@ -75,17 +76,16 @@ class GlobalOrderBatchSampler(Sampler[list[int]]):
         return self._order[1]
 
     def __iter__(self) -> Iterator[list[int]]:
-        if self.batch >= self.batches_per_epoch:  # the previous epoch is used up: reshuffle with seed + epoch
+        if self.batch >= self._batches:  # the previous epoch is used up: reshuffle with seed + epoch
             self.epoch, self.batch = self.epoch + 1, 0
         return self
 
     def __next__(self) -> list[int]:
-        if self.batch >= self.batches_per_epoch:
+        batch = self.batch
+        if batch >= self._batches:
             raise StopIteration
-        ids = batch_indices(
-            self.global_indices(), self.batch, self.global_batch_size, self.rank, self.world_size
-        )
-        self.batch += 1
+        ids = batch_indices(self.global_indices(), batch, self.global_batch_size, self.rank, self.world_size)
+        self.batch = batch + 1
         return ids.tolist()
 
     @property

@@ -7,183 +7,24 @@ Instances of all files are numbered in path order (for named groups: groups in s
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
-import fsspec
 import numpy as np
 import torch
-from fsspec.implementations.local import LocalFileSystem
 from torch.utils.data import Dataset
 
 from olmo_fn.config import DataConfig, InstanceFilterConfig
+from olmo_fn.data.files import (
+    MAX_OPEN_FILES,
+    TokenFile,
+    check_vocab,
+    describe_token_files,
+    local_file_path,
+    read_ranges,
+    token_dtype,
+)
+from olmo_fn.data.instances import all_true, document_lengths, keep_instance
 from olmo_fn.errors import ConfigError, DataError
-
-DTYPES: dict[str, type[np.unsignedinteger]] = {
-    "uint8": np.uint8,
-    "uint16": np.uint16,
-    "uint32": np.uint32,
-    "uint64": np.uint64,
-}
-VOCAB_SAMPLE_TOKENS = 1 << 16  # ids checked against the vocabulary at load, from the start of each file
-MAX_OPEN_FILES = 256  # memory maps kept open per process
-
-
-def token_dtype(name: str) -> np.dtype:
-    """The numpy dtype of a memmap_dtype name, or ConfigError naming the allowed ones."""
-    if name not in DTYPES:
-        raise ConfigError(f"data.memmap_dtype: unknown dtype {name!r}; use one of {', '.join(DTYPES)}")
-    return np.dtype(DTYPES[name])
-
-
-def _local_path(path: str) -> str | None:
-    """The plain filesystem path of a local path or file:// URL, else None (a remote URL)."""
-    if "://" not in path:
-        return path
-    fs, stripped = fsspec.core.url_to_fs(path)
-    return stripped if isinstance(fs, LocalFileSystem) else None
-
-
-def file_size(path: str) -> int:
-    """Size in bytes of a local or remote file; DataError naming the file if it is missing or unreadable."""
-    try:
-        local = _local_path(path)
-        if local is not None:
-            if os.path.isdir(local):
-                raise DataError(f"{path}: is a directory; list the token files in it instead")
-            if not os.access(local, os.R_OK) and os.path.exists(local):
-                raise PermissionError(local)
-            return os.path.getsize(local)
-        fs, stripped = fsspec.core.url_to_fs(path)
-        return int(fs.size(stripped))
-    except FileNotFoundError as e:
-        raise DataError(
-            f"{path}: file not found; check the path (and, for a URL, its bucket and credentials)"
-        ) from e
-    except PermissionError as e:
-        raise DataError(f"{path}: permission denied; make the file readable or fix the credentials") from e
-    except OSError as e:
-        raise DataError(f"{path}: cannot read the file ({e}); check the path and the connection") from e
-
-
-def read_bytes(path: str, start: int, length: int) -> bytes:
-    """Bytes [start, start+length) of a local or remote file, as one byte-range read."""
-    try:
-        local = _local_path(path)
-        if local is not None:
-            with open(local, "rb") as f:
-                return os.pread(f.fileno(), length, start)
-        fs, stripped = fsspec.core.url_to_fs(path)
-        return fs.cat_file(stripped, start=start, end=start + length)
-    except OSError as e:
-        raise DataError(f"{path}: cannot read bytes {start}..{start + length} ({e}); check the file") from e
-
-
-def read_ranges(requests: list[tuple[str, int, int]]) -> list[bytes]:
-    """Bytes of many (url, start, length) ranges of remote files, fetched concurrently (one round trip)."""
-    groups: dict[int, tuple[fsspec.AbstractFileSystem, list[int]]] = {}
-    stripped: list[str] = []
-    for i, (path, _, _) in enumerate(requests):
-        fs, name = fsspec.core.url_to_fs(path)
-        stripped.append(name)
-        groups.setdefault(id(fs), (fs, []))[1].append(i)
-    out: list[bytes] = [b""] * len(requests)
-    for fs, members in groups.values():
-        starts = [requests[i][1] for i in members]
-        ends = [requests[i][1] + requests[i][2] for i in members]
-        results = fs.cat_ranges([stripped[i] for i in members], starts, ends, on_error="return")
-        for i, data in zip(members, results, strict=True):
-            path, start, length = requests[i]
-            if isinstance(data, BaseException) or len(data) != length:
-                reason = data if isinstance(data, BaseException) else f"got {len(data)} bytes"
-                raise DataError(
-                    f"{path}: cannot read bytes {start}..{start + length} ({reason}); check the file"
-                )
-            out[i] = data
-    return out
-
-
-@dataclass(frozen=True)
-class TokenFile:
-    """One token file: where it is, how many tokens it holds, its label mask file and metadata."""
-
-    path: str
-    num_tokens: int
-    label_mask_path: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-
-def describe_token_file(
-    path: str,
-    dtype: np.dtype,
-    *,
-    label_mask_path: str | None = None,
-    metadata: dict[str, Any] | None = None,
-    vocab_size: int | None = None,
-) -> TokenFile:
-    """Check a token file (size, label-mask length, a sample of ids against vocab_size) and describe it."""
-    size = file_size(path)
-    if size % dtype.itemsize:
-        raise DataError(
-            f"{path}: size {size} bytes is not a multiple of {dtype.itemsize} ({dtype.name}); "
-            f"the file is truncated or data.memmap_dtype is wrong"
-        )
-    num_tokens = size // dtype.itemsize
-    if label_mask_path is not None:
-        mask_size = file_size(label_mask_path)
-        if mask_size != num_tokens:
-            raise DataError(
-                f"{label_mask_path}: label mask holds {mask_size} entries but {path} holds {num_tokens} "
-                f"tokens; a label mask is one bool byte per token, written with its token file"
-            )
-    if vocab_size is not None and num_tokens:
-        sample = np.frombuffer(
-            read_bytes(path, 0, min(num_tokens, VOCAB_SAMPLE_TOKENS) * dtype.itemsize), dtype
-        )
-        check_vocab(sample, vocab_size, path)
-    return TokenFile(path, num_tokens, label_mask_path, dict(metadata or {}))
-
-
-def check_vocab(tokens: np.ndarray, vocab_size: int, path: str, offset: int = 0) -> None:
-    """DataError naming the file if a token id is at or past vocab_size."""
-    if tokens.size and int(tokens.max()) >= vocab_size:
-        where = offset + int(np.argmax(tokens >= vocab_size))
-        raise DataError(
-            f"{path}: token id {int(tokens[where - offset])} at token {where} is not below vocab_size "
-            f"{vocab_size}; the file was made with another tokenizer or data.memmap_dtype is wrong"
-        )
-
-
-def max_repetition_count(tokens: np.ndarray, max_period: int, min_period: int = 1) -> int:
-    """Most back-to-back repeats of any n-gram with period in [min_period, max_period] (0 if under 3)."""
-    n = len(tokens)
-    best = 0
-    for period in range(max(min_period, 1), min(max_period, n // 3) + 1):
-        same = np.concatenate([[False], tokens[period:] == tokens[:-period], [False]])
-        edges = np.flatnonzero(np.diff(same.view(np.int8)))
-        if edges.size == 0:
-            continue
-        run = int((edges[1::2] - edges[::2]).max())
-        times = (run + period) // period
-        if times >= 3:  # the original's detector only reports periods seen at least three times
-            best = max(best, times)
-    return best
-
-
-def keep_instance(tokens: np.ndarray, cfg: InstanceFilterConfig) -> bool:
-    """False when an n-gram repeats at least repetition_max_count times in a row (OLMo 2's filter)."""
-    count = max_repetition_count(tokens, cfg.repetition_max_period, cfg.repetition_min_period)
-    return count < cfg.repetition_max_count
-
-
-def document_lengths(tokens: np.ndarray, eos_token_id: int) -> np.ndarray:
-    """Lengths of the EOS-terminated documents of an instance; the last one is closed at the end."""
-    ends = np.flatnonzero(tokens == eos_token_id) + 1
-    if ends.size == 0 or ends[-1] != len(tokens):
-        ends = np.append(ends, len(tokens))
-    return np.diff(ends, prepend=0)
 
 
 class TokenDataset(Dataset):
@@ -219,10 +60,14 @@ class TokenDataset(Dataset):
         self.instance_filter = instance_filter
         counts = np.array([f.num_tokens // seq_len for f in files], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(counts)])  # instance id range of file k: [o[k], o[k+1])
+        self._size = int(self.offsets[-1])
+        self._metadata = [dict(f.metadata) for f in files]  # each batch row gets a copy
+        self._masked = [f.label_mask_path is not None for f in files]
+        self._all_local: bool | None = None  # every file memory-mapped (known at the first read)
         self._maps: dict[str, np.ndarray | str] = {}
 
     def __len__(self) -> int:
-        return int(self.offsets[-1])
+        return self._size
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_maps": {}}  # maps are reopened in each worker process
@@ -235,12 +80,18 @@ class TokenDataset(Dataset):
         return k, index - int(self.offsets[k])
 
     def _source(self, path: str, dtype: np.dtype) -> np.ndarray | str:
-        """A read-only memory map of a local file (pages are read on demand), or the URL of a remote one."""
+        """A read-only memory map of a local file as rows of seq_len items (pages are read on demand),
+        or the URL of a remote one."""
         src = self._maps.get(path)
         if src is None:
-            local = _local_path(path)
+            local = local_file_path(path)
             try:
-                src = path if local is None else np.memmap(local, dtype=dtype, mode="r").view(np.ndarray)
+                if local is None:
+                    src = path
+                else:
+                    flat = np.memmap(local, dtype=dtype, mode="r").view(np.ndarray)
+                    rows = len(flat) // self.seq_len  # a tail shorter than seq_len is never read
+                    src = flat[: rows * self.seq_len].reshape(rows, self.seq_len)
             except OSError as e:
                 raise DataError(f"{path}: cannot open the file ({e}); check that it still exists") from e
             if len(self._maps) >= MAX_OPEN_FILES:
@@ -256,7 +107,7 @@ class TokenDataset(Dataset):
             if isinstance(src, str):
                 remote.append((path, start, out))
                 continue
-            chunk = src[start : start + len(out)]
+            chunk = src.reshape(-1)[start : start + len(out)]
             if len(chunk) != len(out):
                 raise DataError(
                     f"{path}: ends before item {start + len(out)}; the file changed after it was opened"
@@ -267,16 +118,10 @@ class TokenDataset(Dataset):
             for (_, _, out), raw in zip(remote, data, strict=True):
                 out[:] = np.frombuffer(raw, out.dtype)
 
-    def read_batch(self, indices: list[int] | np.ndarray) -> dict[str, Any]:
-        """Instances as one batch of numpy arrays: input_ids [B,T] in the file dtype, label_mask [B,T],
-        instance_mask [B], index [B], metadata, and attention_mask / doc_lens when configured."""
-        index = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if index.size and (index.min() < 0 or index.max() >= len(self)):
-            raise IndexError(f"instance ids {index.tolist()} are out of range for {len(self)} instances")
-        file_no = np.searchsorted(self.offsets, index, side="right") - 1
-        starts = (index - self.offsets[file_no]) * self.seq_len
-        tokens = np.empty((len(index), self.seq_len), dtype=self.dtype)
-        label_mask = np.ones((len(index), self.seq_len), dtype=np.bool_)
+    def _read_rows(self, file_no: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens, label mask) of instances given by file number and first token, one request per row."""
+        tokens = np.empty((len(file_no), self.seq_len), dtype=self.dtype)
+        label_mask = all_true((len(file_no), self.seq_len))
         rows = []
         for row, (k, start) in enumerate(zip(file_no.tolist(), starts.tolist(), strict=True)):
             f = self.files[k]
@@ -284,15 +129,69 @@ class TokenDataset(Dataset):
             if f.label_mask_path is not None:
                 rows.append((f.label_mask_path, start, label_mask[row]))
         self._fill(rows)
+        return tokens, label_mask
+
+    def _gather(self, file_no: list[int] | None, local: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens, label mask) of local instances copied from the memory maps' rows (IndexError if a file
+        is shorter than when it was described). file_no None: all from file 0."""
+        files, seq_len = self.files, self.seq_len
+        if file_no is None or file_no.count(file_no[0]) == len(file_no):  # one file: one fancy-index copy
+            k = 0 if file_no is None else file_no[0]
+            tokens = self._source(files[k].path, self.dtype)[local]
+            if self._masked[k]:
+                return tokens, self._source(files[k].label_mask_path, np.dtype(np.bool_))[local]
+            return tokens, all_true((len(local), seq_len))
+        tokens = np.empty((len(file_no), seq_len), dtype=self.dtype)
+        label_mask = all_true((len(file_no), seq_len))
+        masked, source, dtype = self._masked, self._source, self.dtype
+        for row, (k, i) in enumerate(zip(file_no, local.tolist(), strict=True)):
+            tokens[row] = source(files[k].path, dtype)[i]
+            if masked[k]:
+                label_mask[row] = source(files[k].label_mask_path, np.dtype(np.bool_))[i]
+        return tokens, label_mask
+
+    def read_batch(self, indices: list[int] | np.ndarray) -> dict[str, Any]:
+        """Instances as one batch of numpy arrays: input_ids [B,T] in the file dtype, label_mask [B,T],
+        instance_mask [B], index [B], metadata, and attention_mask / doc_lens when configured."""
+        index = np.asarray(indices, dtype=np.int64).reshape(-1)
+        ids = index.tolist()
+        if ids and (min(ids) < 0 or max(ids) >= self._size):
+            raise IndexError(f"instance ids {ids} are out of range for {self._size} instances")
+        if len(self.files) == 1:
+            file_no, local = None, index
+        else:
+            file_no = np.searchsorted(self.offsets, index, side="right") - 1
+            local = index - self.offsets[file_no]
+        file_list = None if file_no is None else file_no.tolist()
+        tokens = None
+        if ids and self._all_local is None:
+            paths = [p for f in self.files for p in (f.path, f.label_mask_path) if p is not None]
+            self._all_local = all(local_file_path(p) is not None for p in paths)
+        if self._all_local and ids:  # whole rows straight from the memory maps, no per-row requests
+            try:
+                tokens, label_mask = self._gather(file_list, local)
+            except IndexError:  # a file shrank since it was described: the row-wise read names it
+                tokens = None
+        if tokens is None:
+            if file_no is None:
+                file_no = np.zeros(len(index), dtype=np.int64)
+            tokens, label_mask = self._read_rows(file_no, local * self.seq_len)
         if self.vocab_size is not None and tokens.size and tokens.max() >= self.vocab_size:
             row = int(np.argmax((tokens >= self.vocab_size).any(axis=1)))
-            check_vocab(tokens[row], self.vocab_size, self.files[file_no[row]].path, int(starts[row]))
+            k = 0 if file_no is None else int(file_no[row])
+            check_vocab(tokens[row], self.vocab_size, self.files[k].path, int(local[row]) * self.seq_len)
+        metadata = self._metadata
+        if file_list is None:
+            meta = metadata[0]
+            metadata_rows = [meta.copy() for _ in ids]
+        else:
+            metadata_rows = [metadata[k].copy() for k in file_list]
         batch: dict[str, Any] = {
             "input_ids": tokens,
             "label_mask": label_mask,
-            "instance_mask": np.ones(len(index), dtype=np.bool_),
+            "instance_mask": all_true(len(index)),
             "index": index,
-            "metadata": [dict(self.files[k].metadata) for k in file_no.tolist()],
+            "metadata": metadata_rows,
         }
         if self.instance_filter is not None:
             batch["instance_mask"] = np.array(
@@ -330,33 +229,6 @@ class TokenDataset(Dataset):
     def close(self) -> None:
         """Drop the memory maps this process opened."""
         self._maps.clear()
-
-
-def describe_token_files(
-    paths: list[str],
-    dtype: np.dtype,
-    *,
-    label_mask_paths: list[str] | None = None,
-    metadata: list[dict[str, Any]] | None = None,
-    vocab_size: int | None = None,
-) -> list[TokenFile]:
-    """describe_token_file for many files at once, in parallel threads (remote sizes are round trips)."""
-    if not paths:
-        raise ConfigError("data.paths (or data.datasets) is empty; give at least one token file")
-    if label_mask_paths is not None and len(label_mask_paths) != len(paths):
-        raise ConfigError(
-            f"data.label_mask_paths has {len(label_mask_paths)} files for {len(paths)} data paths; give one per path"
-        )
-    masks = label_mask_paths or [None] * len(paths)
-    metas = metadata or [{"path": p} for p in paths]
-
-    def one(i: int) -> TokenFile:
-        return describe_token_file(
-            paths[i], dtype, label_mask_path=masks[i], metadata=metas[i], vocab_size=vocab_size
-        )
-
-    with ThreadPoolExecutor(max_workers=min(16, len(paths))) as pool:
-        return list(pool.map(one, range(len(paths))))
 
 
 def build_token_dataset(

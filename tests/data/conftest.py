@@ -64,9 +64,9 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
+        RangeHandler.sent.append(len(body))  # before the reply: the client may check as soon as it has it
         self.end_headers()
         self.wfile.write(body)
-        RangeHandler.sent.append(len(body))
 
 
 class RangeServer(http.server.ThreadingHTTPServer):

@@ -7,13 +7,9 @@ import pytest
 import torch
 
 from olmo_fn.config import DataConfig, InstanceFilterConfig
+from olmo_fn.data.instances import document_lengths, keep_instance, max_repetition_count
 from olmo_fn.data.loader import build_train_loader
-from olmo_fn.data.memmap import (
-    build_token_dataset,
-    document_lengths,
-    keep_instance,
-    max_repetition_count,
-)
+from olmo_fn.data.memmap import build_token_dataset
 from olmo_fn.errors import ConfigError, DataError
 
 
