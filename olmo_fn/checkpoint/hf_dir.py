@@ -1,0 +1,118 @@
+"""Hugging Face model folders: config.json, generation_config.json, model.safetensors, optional tokenizer.
+
+Written so that `AutoModelForCausalLM.from_pretrained` (OlmoForCausalLM / Olmo2ForCausalLM) and
+`AutoTokenizer.from_pretrained` load them offline; read back (single or index-sharded safetensors, or a
+`pytorch_model.bin` through `torch.load(weights_only=True)`) into olmo_fn names and a ModelConfig.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from typing import Any
+
+import torch
+
+from olmo_fn.checkpoint import storage
+from olmo_fn.checkpoint.hf import from_hf_state_dict, hf_config, model_config_from_hf, to_hf_state_dict
+from olmo_fn.checkpoint.tensors import load_safetensors, write_safetensors
+from olmo_fn.config import ModelConfig
+from olmo_fn.errors import CheckpointError, ConfigError
+
+
+def write_hf_dir(
+    url: str, model_sd: dict[str, torch.Tensor], cfg: ModelConfig, tokenizer_json: str | None = None
+) -> None:
+    """Write a transformers model folder (and tokenizer, with eos/pad from cfg) at a path or URL."""
+    if not storage.is_local(url):
+        with tempfile.TemporaryDirectory() as tmp:
+            write_hf_dir(tmp, model_sd, cfg, tokenizer_json)
+            fs, path = storage.url_to_fs(url)
+            fs.put(tmp.rstrip("/") + "/", path.rstrip("/") + "/", recursive=True)
+        return
+    from transformers import GenerationConfig
+
+    os.makedirs(url, exist_ok=True)
+    config = hf_config(cfg)
+    config.save_pretrained(url)
+    GenerationConfig(eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id).save_pretrained(url)
+    hf_sd = to_hf_state_dict(model_sd, cfg)
+    if cfg.weight_tying:  # transformers re-ties lm_head to the embedding on load
+        hf_sd.pop("lm_head.weight", None)
+    tensors = {k: v.detach().to(torch.float32).contiguous() for k, v in hf_sd.items()}
+    write_safetensors(os.path.join(url, "model.safetensors"), tensors, {"format": "pt"})
+    if tokenizer_json is not None:
+        write_tokenizer(url, tokenizer_json, cfg)
+
+
+def write_tokenizer(out: str, tokenizer_json: str, cfg: ModelConfig) -> None:
+    """Save a tokenizers JSON as a transformers fast tokenizer whose eos/pad are the model's ids."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    try:
+        tok = Tokenizer.from_str(storage.read_bytes(tokenizer_json).decode())
+    except Exception as e:  # noqa: BLE001 - tokenizers raises plain Exception subclasses
+        raise ConfigError(f"{tokenizer_json}: not a tokenizers JSON file ({e})") from e
+    eos, pad = tok.id_to_token(cfg.eos_token_id), tok.id_to_token(cfg.pad_token_id)
+    if eos is None or pad is None:
+        raise ConfigError(
+            f"{tokenizer_json}: has no token for eos_token_id={cfg.eos_token_id} or pad_token_id="
+            f"{cfg.pad_token_id}; pass the tokenizer the model was trained with"
+        )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token=pad)
+    fast.model_max_length = cfg.max_sequence_length
+    fast.save_pretrained(out)
+
+
+def _hf_config_class(model_type: str) -> Any:
+    from transformers import Olmo2Config, OlmoConfig
+
+    classes = {"olmo": OlmoConfig, "olmo2": Olmo2Config}
+    if model_type not in classes:
+        raise CheckpointError(f"config.json: model_type {model_type!r} is not supported (olmo or olmo2)")
+    return classes[model_type]
+
+
+def read_hf_config(url: str) -> ModelConfig:
+    """ModelConfig of a transformers folder's config.json."""
+    raw = storage.read_json(storage.join(url, "config.json"))
+    hf_cfg = _hf_config_class(raw.get("model_type")).from_dict(raw)
+    try:
+        return model_config_from_hf(hf_cfg)
+    except ConfigError as e:
+        raise CheckpointError(f"{url}/config.json: {e}") from e
+
+
+def _hf_weight_files(url: str) -> list[str]:
+    """The weight files of a folder: model.safetensors, its index's shards, or pytorch_model.bin."""
+    for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if storage.exists(storage.join(url, index)):
+            return sorted(set(storage.read_json(storage.join(url, index))["weight_map"].values()))
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if storage.exists(storage.join(url, name)):
+            return [name]
+    raise CheckpointError(f"{url}: no model.safetensors or pytorch_model.bin next to config.json")
+
+
+def read_hf_dir(url: str) -> tuple[dict[str, torch.Tensor], ModelConfig]:
+    """(olmo_fn state dict, ModelConfig) of a transformers OLMo / OLMo 2 folder."""
+    cfg = read_hf_config(url)
+    hf_sd: dict[str, torch.Tensor] = {}
+    for name in _hf_weight_files(url):
+        data = storage.read_bytes(storage.join(url, name))
+        if name.endswith(".safetensors"):
+            hf_sd.update(load_safetensors(data, name)[0])
+        else:
+            hf_sd.update(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
+    try:
+        return from_hf_state_dict(hf_sd, cfg), cfg
+    except ConfigError as e:
+        raise CheckpointError(f"{url}: {e}") from e
+
+
+def hf_config_json(url: str) -> dict[str, Any]:
+    """config.json as a dict (the `config` of a loaded HF checkpoint)."""
+    return json.loads(storage.read_bytes(storage.join(url, "config.json")))

@@ -1,0 +1,137 @@
+"""Loading any checkpoint olmo_fn reads, with the kind detected from the folder's files.
+
+manifest.json                          olmo_fn native ('unsharded') or DCP ('sharded')
+config.json                            Hugging Face transformers folder ('hf')
+config.yaml + model.pt|model.safetensors   original OLMo unsharded folder ('olmo')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import yaml
+from torch import nn
+
+from olmo_fn.checkpoint import storage
+from olmo_fn.checkpoint.dcp import load_sharded_dir, read_sharded_full, trainer_state_and_config
+from olmo_fn.checkpoint.hf_dir import hf_config_json, read_hf_config, read_hf_dir
+from olmo_fn.checkpoint.native import (
+    Content,
+    apply_full_state,
+    read_config,
+    read_manifest,
+    read_native_dir,
+    write_native_dir,
+)
+from olmo_fn.checkpoint.olmo_dir import flat_optim_state, olmo_config, read_olmo_dir
+from olmo_fn.config import ModelConfig
+from olmo_fn.errors import CheckpointError, ConfigError
+
+Kind = Literal["unsharded", "sharded", "olmo", "hf"]
+
+
+@dataclass
+class LoadedCheckpoint:
+    """What load_checkpoint found besides the weights it loaded into the model."""
+
+    trainer_state: dict[str, Any] | None
+    config: dict[str, Any] | None
+    kind: str
+
+
+def detect_kind(path: str) -> Kind:
+    """Which kind of checkpoint folder path is; CheckpointError saying what was expected otherwise."""
+    if storage.exists(storage.join(path, storage.MANIFEST)):
+        return read_manifest(path)["kind"]
+    if storage.exists(storage.join(path, "config.json")):
+        return "hf"
+    if storage.exists(storage.join(path, "config.yaml")):
+        if any(storage.exists(storage.join(path, f)) for f in ("model.safetensors", "model.pt")):
+            return "olmo"
+        if storage.exists(storage.join(path, "model_and_optim")):
+            raise CheckpointError(
+                f"{path}: an unfinished olmo_fn save (no manifest.json) or an original OLMo sharded checkpoint, "
+                "which olmo_fn cannot read: load an earlier checkpoint, or unshard it with the original's tools"
+            )
+    raise CheckpointError(
+        f"{path}: not a checkpoint olmo_fn recognises (expected manifest.json, config.json for Hugging Face, or "
+        "config.yaml with model.pt/model.safetensors for original OLMo); an unfinished save has no manifest.json"
+    )
+
+
+def load_checkpoint(path: str, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> LoadedCheckpoint:
+    """Load a checkpoint of any kind into model (and optimizer, when given and saved) at any world size."""
+    path = path.rstrip("/")
+    kind = detect_kind(path)
+    if kind == "sharded":
+        trainer_state, config = load_sharded_dir(path, model, optimizer)
+        return LoadedCheckpoint(trainer_state, config, kind)
+    if kind == "unsharded":
+        content = read_native_dir(path, with_optim=optimizer is not None)
+        apply_full_state(model, optimizer, content.model, content.optim)
+        return LoadedCheckpoint(content.trainer_state, content.config, kind)
+    if kind == "olmo":
+        msd, per_param, trainer_state, config, _ = read_olmo_dir(path, with_optim=optimizer is not None)
+        osd = flat_optim_state(model, optimizer, per_param) if optimizer is not None and per_param else None
+        apply_full_state(model, optimizer if osd is not None else None, msd, osd)
+        return LoadedCheckpoint(trainer_state, config, kind)
+    msd, _ = read_hf_dir(path)
+    apply_full_state(model, None, msd, None)
+    return LoadedCheckpoint(None, hf_config_json(path), kind)
+
+
+def model_config_of_checkpoint(path: str) -> ModelConfig:
+    """The ModelConfig a checkpoint was saved with, read without loading weights."""
+    path = path.rstrip("/")
+    kind = detect_kind(path)
+    if kind == "hf":
+        return read_hf_config(path)
+    if kind == "olmo":
+        return olmo_config(path)[1]
+    config = read_config(path, read_manifest(path))
+    if not config or not isinstance(config.get("model"), dict):
+        raise CheckpointError(f"{path}/config.yaml: no `model:` section; cannot tell the model's shape")
+    try:
+        return ModelConfig(**config["model"])
+    except (TypeError, ConfigError) as e:
+        raise CheckpointError(f"{path}/config.yaml: `model:` section is not a valid ModelConfig: {e}") from e
+
+
+def config_of_checkpoint(path: str) -> dict[str, Any] | None:
+    """The full config stored with a checkpoint (config.yaml or config.json) as a dict."""
+    kind = detect_kind(path.rstrip("/"))
+    if kind == "hf":
+        return hf_config_json(path)
+    if kind == "olmo":
+        return yaml.safe_load(storage.read_bytes(storage.join(path, "config.yaml")))
+    return read_config(path, read_manifest(path))
+
+
+def read_model_state(path: str) -> tuple[dict[str, torch.Tensor], ModelConfig]:
+    """Full olmo_fn model tensors and ModelConfig of any checkpoint, without building a model."""
+    path = path.rstrip("/")
+    kind = detect_kind(path)
+    if kind == "hf":
+        return read_hf_dir(path)
+    if kind == "olmo":
+        msd, _, _, _, cfg = read_olmo_dir(path, with_optim=False)
+        return msd, cfg
+    cfg = model_config_of_checkpoint(path)
+    if kind == "sharded":
+        return read_sharded_full(path, with_optim=False)[0], cfg
+    return read_native_dir(path, with_optim=False).model, cfg
+
+
+def unshard(input_path: str, output_path: str) -> None:
+    """Turn a sharded olmo_fn checkpoint into a native unsharded one (model, optimizer, trainer state)."""
+    input_path, output_path = input_path.rstrip("/"), output_path.rstrip("/")
+    if detect_kind(input_path) != "sharded":
+        raise CheckpointError(f"{input_path}: not a sharded olmo_fn checkpoint (it has no model_and_optim/)")
+    if storage.list_names(output_path):
+        raise CheckpointError(f"{output_path}: exists and is not empty; choose a new output folder")
+    model, optim = read_sharded_full(input_path)
+    trainer_state, config = trainer_state_and_config(input_path)
+    step = read_manifest(input_path)["step"]
+    write_native_dir(output_path, Content(model, optim, trainer_state, config), step)

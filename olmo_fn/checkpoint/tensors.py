@@ -1,0 +1,131 @@
+"""safetensors files written as a stream (no second copy in memory), and JSON + tensors for nested state.
+
+`encode_state` splits a nested trainer state (dicts, lists, tuples, numbers, strings, tensors, numpy arrays,
+bytes) into a JSON-able tree and a flat dict of tensors, so that RNG states and loader states round-trip
+without pickle: tensors go to safetensors, the rest to JSON, and tuples stay tuples.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+import numpy as np
+import safetensors.torch
+import torch
+
+from olmo_fn.checkpoint import storage
+from olmo_fn.errors import CheckpointError
+
+_DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+    torch.uint16: "U16",
+    torch.uint32: "U32",
+    torch.uint64: "U64",
+    torch.float8_e4m3fn: "F8_E4M3",
+    torch.float8_e5m2: "F8_E5M2",
+}
+
+
+def _raw(tensor: torch.Tensor) -> memoryview:
+    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+    return memoryview(flat.view(torch.uint8).numpy()) if flat.numel() else memoryview(b"")
+
+
+def write_safetensors(
+    url: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Write a .safetensors file tensor by tensor; returns its manifest entry (size and checksum)."""
+    header: dict[str, Any] = {"__metadata__": metadata} if metadata else {}
+    offset = 0
+    for name, t in tensors.items():
+        if t.dtype not in _DTYPES:
+            raise CheckpointError(
+                f"{url}: tensor {name!r} has dtype {t.dtype}, which safetensors cannot hold"
+            )
+        nbytes = t.numel() * t.element_size()
+        header[name] = {
+            "dtype": _DTYPES[t.dtype],
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + nbytes],
+        }
+        offset += nbytes
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
+    prefix = struct.pack("<Q", len(head)) + head
+    digest = storage.hasher()
+    digest.update(prefix)
+    with storage.open_write(url) as f:
+        f.write(prefix)
+        for t in tensors.values():
+            raw = _raw(t)
+            digest.update(raw)
+            f.write(raw)
+    return {"size": len(prefix) + offset, "xxh3": digest.hexdigest()}
+
+
+def load_safetensors(data: bytes, url: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a .safetensors file's bytes."""
+    try:
+        (length,) = struct.unpack("<Q", data[:8])
+        metadata = json.loads(data[8 : 8 + length]).get("__metadata__") or {}
+        return safetensors.torch.load(data), metadata
+    except Exception as e:  # noqa: BLE001 - any parse failure means the same thing to the user
+        raise CheckpointError(f"{url}: not a readable safetensors file ({e})") from e
+
+
+def encode_state(obj: Any, tensors: dict[str, torch.Tensor] | None = None, path: str = "") -> Any:
+    """Nested state -> JSON-able tree; tensors, arrays and bytes are moved into `tensors` by path."""
+    tensors = {} if tensors is None else tensors
+    if isinstance(obj, dict):
+        if not all(isinstance(k, str) for k in obj):
+            raise CheckpointError(f"trainer state at {path or '/'}: keys must be strings")
+        return {k: encode_state(v, tensors, f"{path}/{k}") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        items = [encode_state(v, tensors, f"{path}/{i}") for i, v in enumerate(obj)]
+        return {"__tuple__": items} if isinstance(obj, tuple) else items
+    if isinstance(obj, torch.Tensor):
+        tensors[path] = obj.detach().cpu()
+        return {"__tensor__": path}
+    if isinstance(obj, np.ndarray):
+        tensors[path] = torch.from_numpy(np.ascontiguousarray(obj))
+        return {"__ndarray__": path}
+    if isinstance(obj, (bytes, bytearray)):
+        tensors[path] = (
+            torch.frombuffer(bytearray(obj), dtype=torch.uint8) if obj else torch.empty(0, dtype=torch.uint8)
+        )
+        return {"__bytes__": path}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise CheckpointError(f"trainer state at {path}: cannot store a {type(obj).__name__} (use JSON types)")
+
+
+def decode_state(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Inverse of encode_state."""
+    if isinstance(tree, list):
+        return [decode_state(v, tensors) for v in tree]
+    if not isinstance(tree, dict):
+        return tree
+    if len(tree) == 1:
+        ((key, value),) = tree.items()
+        if key == "__tuple__":
+            return tuple(decode_state(v, tensors) for v in value)
+        if key == "__tensor__":
+            return tensors[value]
+        if key == "__ndarray__":
+            return tensors[value].numpy()
+        if key == "__bytes__":
+            return tensors[value].numpy().tobytes()
+    return {k: decode_state(v, tensors) for k, v in tree.items()}

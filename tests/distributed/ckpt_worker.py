@@ -1,0 +1,87 @@
+"""Worker for the multi-process checkpoint tests: run under torchrun (gloo, CPU) or as a plain process.
+
+save DIR          FSDP2 on all ranks: 2 training steps, then a sharded and an unsharded checkpoint
+load DIR          FSDP2 on all ranks: load the sharded one; rank 0 checks it against the unsharded one
+writer DIR        one process saving forever (for the kill test)
+"""
+
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+from torch.distributed.fsdp import fully_shard
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+from olmo_fn.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from olmo_fn.checkpoint.native import read_native_dir  # noqa: E402
+from tests.checkpoint.helpers import config_dict, tiny_cfg, trained, trainer_state  # noqa: E402
+
+
+def _fsdp_model(cfg, rank, world):
+    model, opt = trained(cfg, steps=0)
+    for block in model.blocks:
+        fully_shard(block)
+    fully_shard(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, betas=(0.8, 0.95), weight_decay=0.1)
+    return model, opt
+
+
+def save(folder):
+    rank, world = dist.get_rank(), dist.get_world_size()
+    cfg = tiny_cfg()
+    model, opt = _fsdp_model(cfg, rank, world)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(2):
+        tokens = torch.randint(0, cfg.vocab_size, (2 * world, 16), generator=gen)[2 * rank : 2 * rank + 2]
+        model(tokens).float().logsumexp(-1).mean().backward()
+        opt.step()
+        opt.zero_grad()
+    state = {**trainer_state(2), "world_size": world, "data_loader": {"rank": rank}}
+    for sharded in (True, False):
+        save_checkpoint(folder, 2, model, opt, state, config_dict(cfg), sharded=sharded, keep=1)
+
+
+def load(folder):
+    rank, world = dist.get_rank(), dist.get_world_size()
+    cfg = tiny_cfg()
+    model, opt = _fsdp_model(cfg, rank, world)
+    loaded = load_checkpoint(os.path.join(folder, "step2"), model, opt)
+    assert loaded.trainer_state["data_loader"] == {"rank": rank if rank < 2 else 0}, loaded.trainer_state
+    msd, osd = get_state_dict(
+        model, opt, options=StateDictOptions(full_state_dict=True, flatten_optimizer_state_dict=True)
+    )
+    if rank == 0:
+        reference = read_native_dir(os.path.join(folder, "step2-unsharded"))
+        assert sorted(msd) == sorted(reference.model)
+        assert all(torch.equal(msd[k], reference.model[k]) for k in msd)
+        tensors = {k: v for k, v in reference.optim.items() if isinstance(v, torch.Tensor)}
+        assert all(torch.equal(osd[k], v) for k, v in tensors.items()), "optimizer state differs"
+        print(f"LOADED OK world={world}", flush=True)
+
+
+def writer(folder):
+    cfg = tiny_cfg(
+        d_model=256, n_heads=4, n_layers=4, mlp_hidden_size=1024, vocab_size=4000, embedding_size=4096
+    )
+    model, opt = trained(cfg, steps=1)
+    step = 0
+    while True:
+        step += 1
+        save_checkpoint(
+            folder, step, model, opt, trainer_state(step), config_dict(cfg), sharded=step % 2 == 0, keep=2
+        )
+        print(f"saved {step}", flush=True)
+
+
+if __name__ == "__main__":
+    mode, folder = sys.argv[1], sys.argv[2]
+    if mode == "writer":
+        writer(folder)
+    else:
+        dist.init_process_group("gloo")
+        try:
+            {"save": save, "load": load}[mode](folder)
+        finally:
+            dist.destroy_process_group()

@@ -1,0 +1,29 @@
+"""Turn a sharded olmo_fn checkpoint (step{N}/) into a native unsharded one (model/optim safetensors)."""
+
+from __future__ import annotations
+
+import sys
+
+import tyro
+
+from olmo_fn.checkpoint.load import unshard
+from olmo_fn.errors import OlmoFnError
+
+
+def main(input: tyro.conf.Positional[str], output: tyro.conf.Positional[str]) -> None:
+    """Unshard INPUT (a sharded checkpoint folder or URL) into the new folder OUTPUT.
+
+    Args:
+        input: Sharded checkpoint folder (local path or fsspec URL).
+        output: Folder to create for the unsharded checkpoint; must not exist or be empty.
+    """
+    unshard(input, output)
+    print(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    try:
+        tyro.cli(main)
+    except OlmoFnError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
