@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import tyro
 
+from olmo_fn.benchmarks.checkpoint import CheckpointBench, run_checkpoint_bench
 from olmo_fn.benchmarks.train import TrainBench, run_train_bench
 from olmo_fn.config import DataConfig
 from olmo_fn.data.files import read_bytes
@@ -153,9 +154,14 @@ def train(bench: Annotated[TrainBench, tyro.conf.OmitArgPrefixes]) -> dict:
     return run_train_bench(bench)
 
 
+def checkpoint(bench: Annotated[CheckpointBench, tyro.conf.OmitArgPrefixes]) -> dict:
+    """Save/load ~1 GB of fp32 weights + AdamW state (native and sharded) beside a raw write/read."""
+    return run_checkpoint_bench(bench)
+
+
 def main() -> None:
     try:
-        tyro.extras.subcommand_cli_from_dict({"data": data, "train": train})
+        tyro.extras.subcommand_cli_from_dict({"data": data, "train": train, "checkpoint": checkpoint})
     except OlmoFnError as e:
         sys.exit(f"error: {e}")
 

@@ -1,0 +1,57 @@
+"""OLMo-2 7B, stage 1: one epoch of OLMo-mix-1124 (4T-token budget, cosine to 5e12 tokens), z-loss,
+repeated n-gram instance filter, uint32 token files of the dolma2 tokenizer.
+
+Pass the token files with --data.paths=[...].
+"""
+
+from olmo_fn.config import DataConfig, InstanceFilterConfig, OptimizerConfig, SchedulerConfig, TrainConfig
+from olmo_fn.launch import main
+from olmo_fn.model.presets import olmo2_7b
+
+
+def config() -> TrainConfig:
+    return TrainConfig(
+        run_name="OLMo-2-7B",
+        seed=6198,
+        max_duration="1ep",
+        global_train_batch_size=1024,
+        device_train_microbatch_size=2,
+        precision="amp_bf16",
+        max_grad_norm=1.0,
+        softmax_auxiliary_loss=True,
+        auxiliary_loss_multiplier=1e-5,
+        model=olmo2_7b(),
+        optimizer=OptimizerConfig(
+            learning_rate=3e-4,
+            betas=(0.9, 0.95),
+            eps=1e-8,
+            weight_decay=0.1,
+            decay_norm_and_bias=True,
+            decay_embeddings=False,
+        ),
+        scheduler=SchedulerConfig(
+            name="cosine_with_warmup",
+            units="tokens",
+            t_warmup=8_388_608_000,
+            t_max=5e12,
+            alpha_f=0.1,
+            warmup_min_lr=0.0,
+        ),
+        data=DataConfig(
+            memmap_dtype="uint32",
+            drop_last=True,
+            num_workers=32,
+            prefetch_factor=8,
+            instance_filter=InstanceFilterConfig(),
+        ),
+        save_folder="runs/OLMo-2-7B",
+        save_interval=1000,
+        save_num_checkpoints_to_keep=0,
+        save_interval_unsharded=1000,
+        eval_interval=1000,
+        console_log_interval=1,
+    )
+
+
+if __name__ == "__main__":
+    main(config(), __doc__)

@@ -1,0 +1,50 @@
+"""OLMo-7B-0424 (OLMo 1.7): 2 epochs of Dolma 1.7, token-based cosine schedule, clip_qkv 8, context 4096.
+
+Pass the token files with --data.paths=[...] (the original's 1033 Dolma 1.7 files, tokenised with
+gpt-neox-olmo-dolma-v1_5).
+"""
+
+from olmo_fn.config import DataConfig, OptimizerConfig, SchedulerConfig, TrainConfig
+from olmo_fn.launch import main
+from olmo_fn.model.presets import olmo_7b_0424
+
+
+def config() -> TrainConfig:
+    return TrainConfig(
+        run_name="OLMo-1.7-7B",
+        seed=6198,
+        max_duration="2ep",
+        global_train_batch_size=1024,
+        device_train_microbatch_size=2,
+        precision="amp_bf16",
+        max_grad_norm=1.0,
+        model=olmo_7b_0424(),
+        optimizer=OptimizerConfig(
+            learning_rate=3e-4,
+            betas=(0.9, 0.95),
+            eps=1e-5,
+            weight_decay=0.1,
+            decay_norm_and_bias=True,
+            decay_embeddings=True,
+        ),
+        scheduler=SchedulerConfig(
+            name="cosine_with_warmup",
+            units="tokens",
+            t_warmup=10_485_760_000,
+            t_max=3e12,
+            alpha_f=0.1,
+            grad_clip_warmup_steps=2_097_152_000,
+            grad_clip_warmup_factor=5,
+        ),
+        data=DataConfig(memmap_dtype="uint16", drop_last=True, num_workers=32, prefetch_factor=8),
+        save_folder="runs/OLMo-1.7-7B",
+        save_overwrite=True,
+        save_interval=1000,
+        save_interval_unsharded=None,
+        eval_interval=1000,
+        console_log_interval=10,
+    )
+
+
+if __name__ == "__main__":
+    main(config(), __doc__)

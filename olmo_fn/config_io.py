@@ -1,0 +1,102 @@
+"""Configs to and from plain dicts and YAML (the `config.yaml` inside every checkpoint), and the CLI.
+
+The CLI is tyro over the dataclasses, with the original OLMo's spellings accepted too:
+`--data.paths=[a.npy,b.npy]` is a list of two paths (plain tyro would read one path named "[a.npy,b.npy]"),
+and hyphens or underscores in flag names both work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from typing import Any, TypeVar
+
+import yaml
+
+from olmo_fn.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A dataclass as nested plain dicts/lists/scalars, ready for YAML or JSON."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(cfg)
+
+
+def config_from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
+    """Build dataclass `cls` from a dict as written by `config_to_dict`; unknown keys are an error."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}{unknown[0]}: unknown config field; remove it or check its spelling")
+    kwargs = {k: _convert(hints[k], v, f"{where}{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if value is None:
+        return None
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, where) if len(inner) == 1 else value
+    if dataclasses.is_dataclass(tp):
+        return config_from_dict(tp, value, where + ".")
+    if origin is tuple:
+        return tuple(value)
+    if origin is list:
+        return [_convert(args[0], v, where) for v in value] if args else list(value)
+    if origin is dict:
+        return {k: _convert(args[1], v, where) for k, v in value.items()} if args else dict(value)
+    if tp is float and isinstance(value, int | str):
+        return float(value)
+    return value
+
+
+def dump_yaml(cfg: Any) -> str:
+    """YAML text of a config dataclass (or dict), in field order."""
+    data = cfg if isinstance(cfg, dict) else config_to_dict(cfg)
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+_LIST_ARG = re.compile(r"^(--[\w.\-]+)=\[(.*)\]$")
+
+
+def normalize_args(argv: list[str]) -> list[str]:
+    """Accept the original OLMo's `--key=[a,b]` list syntax by expanding it to tyro's `--key a b`."""
+    out: list[str] = []
+    for arg in argv:
+        match = _LIST_ARG.match(arg)
+        if match:
+            out.append(match.group(1))
+            out.extend(item.strip() for item in match.group(2).split(",") if item.strip())
+        else:
+            out.append(arg)
+    return out
+
+
+def parse_cli(cls: type[T], default: T, argv: list[str] | None = None, description: str | None = None) -> T:
+    """tyro over `cls`, with `default` (a recipe's config) providing every default shown in --help."""
+    import sys
+
+    import tyro
+
+    args = normalize_args(sys.argv[1:] if argv is None else argv)
+    return tyro.cli(
+        cls, default=default, args=args, description=description, config=(tyro.conf.AvoidSubcommands,)
+    )

@@ -1,0 +1,40 @@
+"""Entry point shared by the experiment files: parse the CLI over a recipe's config, then train."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Callable
+
+from olmo_fn.config import TrainConfig
+from olmo_fn.config_io import parse_cli
+from olmo_fn.errors import OlmoFnError
+
+
+def quiet_third_party() -> None:
+    """Silence import-time noise of optional kernels that this machine cannot load (harmless)."""
+    os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+    warnings.filterwarnings("ignore", message=".*(KernelPreference|register_constant|set_vital).*")
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+
+
+def run_cli(default: TrainConfig, description: str | None, run: Callable[[TrainConfig], object]) -> None:
+    """Parse flags over `default`, call `run(cfg)`; a user error prints one line and exits with status 2."""
+    quiet_third_party()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("olmo_fn").setLevel(logging.INFO)
+    cfg = parse_cli(TrainConfig, default, description=description)
+    try:
+        run(cfg)
+    except OlmoFnError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main(default: TrainConfig, description: str | None = None) -> None:
+    """`python experiments/X.py [flags]` (or under torchrun): train the recipe `default` with the flags applied."""
+    from olmo_fn.train import train
+
+    run_cli(default, description, train)

@@ -1,0 +1,86 @@
+"""Throughput, model FLOPs utilisation and memory: what a step costs on the device it runs on."""
+
+from __future__ import annotations
+
+import functools
+import resource
+import sys
+import time
+
+import torch
+
+# Dense bf16 peak FLOP/s (no sparsity) of known accelerators, by a substring of the device name.
+GPU_BF16_PEAK = {
+    "H200": 989e12,
+    "H100 SXM": 989e12,
+    "H100 NVL": 835e12,
+    "H100 PCIe": 756e12,
+    "H100": 989e12,
+    "H800": 989e12,
+    "GH200": 989e12,
+    "B200": 2250e12,
+    "A100": 312e12,
+    "A800": 312e12,
+    "A10G": 70e12,
+    "A10": 125e12,
+    "L40S": 362e12,
+    "L4": 121e12,
+    "MI300X": 1307e12,
+    "MI250X": 383e12,
+}
+
+
+@functools.cache
+def cpu_matmul_peak(size: int = 1024, repeats: int = 8) -> float:
+    """fp32 FLOP/s of this CPU, measured once by a short square matmul probe (the best of a few runs)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm up the BLAS threads
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def device_peak_flops(device: torch.device, dtype: torch.dtype) -> tuple[float | None, str]:
+    """(peak FLOP/s, where it comes from); (None, reason) for a device we know no honest peak of."""
+    if device.type == "cpu":
+        return cpu_matmul_peak(), "measured fp32 matmul probe"
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, peak in GPU_BF16_PEAK.items():
+            if key in name:
+                if dtype == torch.float32:
+                    return None, f"{name}: no fp32 peak in the table (MFU is quoted against bf16)"
+                return peak, f"{name} dense bf16 peak"
+        return None, f"{name}: unknown peak, no MFU reported"
+    return None, f"{device.type}: unknown peak, no MFU reported"
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak memory so far: the CUDA allocator's peak on GPUs, the process's max RSS on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss if sys.platform == "darwin" else rss * 1024
+
+
+class SpeedMeter:
+    """Tokens per second and MFU over a sliding window of steps."""
+
+    def __init__(self, flops_per_token: int, peak_flops: float | None, window: int = 20):
+        self.flops_per_token, self.peak, self.window = flops_per_token, peak_flops, window
+        self.samples: list[tuple[float, int]] = []
+
+    def record(self, seconds: float, tokens: int) -> None:
+        self.samples = (self.samples + [(seconds, tokens)])[-self.window :]
+
+    def tokens_per_second(self) -> float:
+        seconds = sum(s for s, _ in self.samples)
+        return sum(t for _, t in self.samples) / seconds if seconds > 0 else 0.0
+
+    def mfu(self, world_size: int = 1) -> float | None:
+        if self.peak is None:
+            return None
+        return self.tokens_per_second() * self.flops_per_token / (self.peak * world_size)

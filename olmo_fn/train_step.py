@@ -1,0 +1,148 @@
+"""One optimizer step: micro-batch gradient accumulation, gradient clipping, learning rate, AdamW.
+
+The loss of every micro-batch is divided by one denominator counted over the whole global batch (all
+micro-batches and all data-parallel ranks), so the update is the same however the batch is split.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from olmo_fn.errors import TrainingError
+from olmo_fn.loss import IGNORE_INDEX, Normalization, loss_denominator, shift_labels
+
+
+@dataclass
+class StepMetrics:
+    """What one step measured: mean cross-entropy and z-loss per label token, the pre-clip grad norm."""
+
+    ce_loss: float
+    z_loss: float
+    grad_norm: float
+    lr: float
+    label_tokens: int
+    batch_tokens: int
+
+
+def batch_labels(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Shifted targets of a collated batch, honouring its label, attention and instance masks."""
+    return shift_labels(
+        batch["input_ids"], batch.get("label_mask"), batch.get("attention_mask"), batch.get("instance_mask")
+    )
+
+
+def split_micro_batches(batch: dict, size: int) -> list[dict]:
+    """Cut the tensors of a batch along dim 0 into micro-batches of `size` rows (other fields dropped)."""
+    rows = batch["input_ids"].shape[0]
+    keys = [k for k, v in batch.items() if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == rows]
+    return [{k: batch[k][i : i + size] for k in keys} for i in range(0, rows, size)]
+
+
+def _all_reduce_sum(values: torch.Tensor, group: dist.ProcessGroup | None) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(values, op=dist.ReduceOp.SUM, group=group)
+    return values
+
+
+def _all_reduce_plain_grads(params: list[nn.Parameter], group: dist.ProcessGroup | None) -> None:
+    """Plain data parallelism: sum gradients over ranks (the loss is already divided by the global count).
+
+    Sharded parameters (DTensors under FSDP/TP) reduce their own gradients and are skipped.
+    """
+    from torch.distributed.tensor import DTensor
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
+        return
+    for p in params:
+        if p.grad is not None and not isinstance(p.grad, DTensor):
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM, group=group)
+
+
+def grad_norm_and_clip(params: list[nn.Parameter], max_norm: float | None) -> torch.Tensor:
+    """Global L2 norm of the gradients (plain tensors and DTensors on any meshes); clip them in place."""
+    from torch.distributed.tensor import DTensor
+
+    grads = [p.grad for p in params if p.grad is not None]
+    groups: dict[object, list[torch.Tensor]] = {}
+    for g in grads:
+        groups.setdefault(g.device_mesh if isinstance(g, DTensor) else None, []).append(g)
+    squares = []
+    for mesh, tensors in groups.items():
+        norm = torch.nn.utils.get_total_norm(tensors, 2.0, foreach=True)
+        if mesh is not None:
+            norm = norm.full_tensor()
+        squares.append(norm.float().square())
+    total = torch.stack(squares).sum().sqrt() if squares else torch.zeros(())
+    if max_norm is not None:
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, total, foreach=True)
+    return total
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: dict[str, torch.Tensor],
+    *,
+    lr: float,
+    microbatch_size: int,
+    max_grad_norm: float | None,
+    z_loss_multiplier: float = 0.0,
+    normalization: Normalization = "batch_tokens",
+    autocast_dtype: torch.dtype | None = None,
+    dp_group: dist.ProcessGroup | None = None,
+) -> StepMetrics:
+    """Accumulate gradients over the micro-batches of this rank's batch, clip, set the LR, step AdamW.
+
+    Raises TrainingError, before the optimizer moves, if the loss or the gradient norm is not finite.
+    """
+    device = next(model.parameters()).device
+    micro = [
+        {k: v.to(device, non_blocking=True) for k, v in m.items()}
+        for m in split_micro_batches(batch, microbatch_size)
+    ]
+    labels = [batch_labels(m) for m in micro]
+    counts = torch.tensor(
+        [
+            sum(loss_denominator(lab, normalization) for lab in labels),
+            sum(int((lab != IGNORE_INDEX).sum()) for lab in labels),
+            sum(lab.numel() for lab in labels),
+        ],
+        dtype=torch.float64,
+    )
+    counts = _all_reduce_sum(counts.to(device), dp_group).cpu()
+    denominator = max(counts[0].item(), 1.0)
+    sums = torch.zeros(2, dtype=torch.float32, device=device)
+    for m, lab in zip(micro, labels):
+        autocast = torch.autocast(device.type, autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+        with autocast:
+            out = model(
+                m["input_ids"],
+                attention_mask=m.get("attention_mask"),
+                labels=lab,
+                z_loss_multiplier=z_loss_multiplier,
+            )
+        (out.total / denominator).backward()
+        sums += torch.stack([out.ce.detach(), out.z.detach()])
+    sums = _all_reduce_sum(sums, dp_group)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    _all_reduce_plain_grads(params, dp_group)
+    grad_norm = grad_norm_and_clip(params, max_grad_norm).item()
+    n_labels = max(counts[1].item(), 1.0)
+    ce, z = (sums / n_labels).tolist()
+    if not (math.isfinite(ce) and math.isfinite(z) and math.isfinite(grad_norm)):
+        optimizer.zero_grad(set_to_none=True)
+        raise TrainingError(
+            f"non-finite training step (loss {ce}, z-loss {z}, grad norm {grad_norm}); stopping without "
+            "applying it. Lower the learning rate, enable z-loss or clipping, or resume from the last checkpoint"
+        )
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return StepMetrics(ce, z, grad_norm, lr, int(counts[1].item()), int(counts[2].item()))

@@ -1,0 +1,53 @@
+"""Runs one training from a config YAML in its own process, for tests that kill and resume it.
+
+    python driver.py CONFIG.yaml LOSSES.jsonl [--kill-after-step K | --kill-during-save K]
+    torchrun --standalone --nproc_per_node=2 driver.py CONFIG.yaml LOSSES.jsonl
+
+Losses of every step (rank 0) are appended to LOSSES.jsonl. A kill is a real SIGKILL of this process: after step K
+has been logged, or in the middle of writing step K's checkpoint (after its first file).
+"""
+
+import json
+import os
+import signal
+import sys
+
+import yaml
+
+from olmo_fn import tracking
+from olmo_fn.checkpoint import storage
+from olmo_fn.config import TrainConfig
+from olmo_fn.config_io import config_from_dict
+from olmo_fn.train import train
+
+
+def main() -> None:
+    config_path, losses_path, *rest = sys.argv[1:]
+    mode, kill_step = (rest[0], int(rest[1])) if rest else (None, -1)
+    cfg = config_from_dict(TrainConfig, yaml.safe_load(open(config_path)))
+    original_log = tracking.Tracker.log
+    current = {"step": 0}
+
+    def log(self, step, metrics, context, console=True):
+        original_log(self, step, metrics, context, console)
+        if context.get("subset") == "train" and self.rank == 0:
+            with open(losses_path, "a") as f:
+                f.write(json.dumps({"step": step, "loss": metrics["loss"]}) + "\n")
+            current["step"] = step
+            if mode == "--kill-after-step" and step == kill_step:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    original_write = storage.write_bytes
+
+    def write_bytes(url, data):
+        original_write(url, data)
+        if mode == "--kill-during-save" and current["step"] == kill_step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    tracking.Tracker.log = log
+    storage.write_bytes = write_bytes
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()
