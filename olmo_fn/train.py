@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
+from torch.distributed.device_mesh import DeviceMesh
 
 from olmo_fn import checkpoint as ckpt
 from olmo_fn.checkpoint.run_folder import remove_checkpoints, write_config
@@ -34,7 +35,7 @@ from olmo_fn.eval import build_eval_datasets, evaluate_lm
 from olmo_fn.metrics import SpeedMeter, device_peak_flops, peak_memory_bytes
 from olmo_fn.model import Transformer, flops_per_token, init_weights
 from olmo_fn.optim import build_optimizer, lr_at, max_grad_norm_at
-from olmo_fn.parallel import apply_compile
+from olmo_fn.parallel import parallelize
 from olmo_fn.tracking import Tracker
 from olmo_fn.train_step import train_step
 
@@ -122,10 +123,14 @@ def guard_save_folder(cfg: TrainConfig, resuming_own: bool) -> None:
     remove_checkpoints(cfg.save_folder)
 
 
-def build_model(cfg: TrainConfig, device: torch.device) -> nn.Module:
-    """The model on the meta device, materialised on `device` and initialised from the run seed."""
+def build_model(cfg: TrainConfig, device: torch.device, mesh: DeviceMesh | None = None) -> nn.Module:
+    """The model on the meta device, parallelized over `mesh` (TP, AC, compile, FSDP), materialised on
+    `device` and initialised from the run seed (the same full parameters for every layout)."""
     with torch.device("meta"):
         model = Transformer(cfg.model)
+    parallelize(
+        model, cfg.parallel, mesh, compile=cfg.compile, device_type=device.type, precision=cfg.precision
+    )
     model.to_empty(device=device)
     init_weights(model, cfg.model, cfg.seed)
     return model
@@ -163,23 +168,21 @@ def restore(
 
 def train(cfg: TrainConfig) -> TrainResult | None:
     """Run (or resume) the training a TrainConfig describes; returns the trained model and where it stands."""
-    env = init_distributed()
-    if cfg.dry_run:
+    if cfg.dry_run:  # no process group: a plan for the mesh the parallel degrees describe
         from olmo_fn.dryrun import dry_run_report
 
-        print(dry_run_report(cfg, env.world_size))
+        print(dry_run_report(cfg))
         return None
+    env = init_distributed(cfg.parallel)
     load_path, resuming_own = resolve_load_path(cfg)
     guard_save_folder(cfg, resuming_own)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg, env.device)
+    model = build_model(cfg, env.device, env.mesh)
     optimizer = build_optimizer(model, cfg.optimizer)
     state, trainer_state, run_hash = TrainState(), None, None
     if load_path:
         state, trainer_state, run_hash = restore(cfg, load_path, model, optimizer)
     bolt_on = state.step if (load_path and cfg.reset_optimizer_state and trainer_state) else None
-    if cfg.compile:
-        apply_compile(model)
     if not cfg.data.paths and not cfg.data.datasets:
         raise ConfigError(
             "data.paths is empty: pass the token files, e.g. --data.paths=[part-0.npy,part-1.npy]"
@@ -196,8 +199,8 @@ def train(cfg: TrainConfig) -> TrainResult | None:
         cfg.data,
         global_batch_size=cfg.global_train_batch_size,
         seed=cfg.data.seed if cfg.data.seed is not None else cfg.seed,
-        rank=env.rank,
-        world_size=env.world_size,
+        rank=env.dp_rank,  # TP ranks of one data-parallel rank read the same batches
+        world_size=env.dp_size,
         epoch=state.epoch,
         start_position=state.examples_seen_this_epoch,
     )
@@ -305,7 +308,7 @@ def _evaluate(cfg, env, model, eval_sets, tracker: Tracker, step: int) -> dict[s
     for label, dataset in eval_sets.items():
         metrics = evaluate_lm(
             model, dataset, batch_size=cfg.eval.device_eval_batch_size, max_batches=cfg.eval.eval_subset_num_batches,
-            rank=env.rank, world_size=env.world_size, autocast_dtype=autocast,
+            rank=env.dp_rank, world_size=env.dp_size, autocast_dtype=autocast,
         )  # fmt: skip
         tracker.log(step, metrics, {"subset": "eval", "dataset": label})
         out.update({f"{label}/{k}": v for k, v in metrics.items()})

@@ -68,19 +68,20 @@ def grad_norm_and_clip(params: list[nn.Parameter], max_norm: float | None) -> to
     """Global L2 norm of the gradients (plain tensors and DTensors on any meshes); clip them in place."""
     from torch.distributed.tensor import DTensor
 
-    grads = [p.grad for p in params if p.grad is not None]
-    groups: dict[object, list[torch.Tensor]] = {}
-    for g in grads:
-        groups.setdefault(g.device_mesh if isinstance(g, DTensor) else None, []).append(g)
+    groups: dict[object, list[nn.Parameter]] = {}
+    for p in params:
+        if p.grad is not None:
+            groups.setdefault(p.grad.device_mesh if isinstance(p.grad, DTensor) else None, []).append(p)
     squares = []
-    for mesh, tensors in groups.items():
-        norm = torch.nn.utils.get_total_norm(tensors, 2.0, foreach=True)
+    for mesh, group in groups.items():
+        norm = torch.nn.utils.get_total_norm([p.grad for p in group], 2.0, foreach=True)
         if mesh is not None:
             norm = norm.full_tensor()
         squares.append(norm.float().square())
     total = torch.stack(squares).sum().sqrt() if squares else torch.zeros(())
-    if max_norm is not None:
-        torch.nn.utils.clip_grads_with_norm_(params, max_norm, total, foreach=True)
+    if max_norm is not None:  # per group: one foreach op may not mix plain tensors and DTensors
+        for group in groups.values():
+            torch.nn.utils.clip_grads_with_norm_(group, max_norm, total, foreach=True)
     return total
 
 

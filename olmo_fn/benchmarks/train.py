@@ -41,6 +41,17 @@ class TrainBench:
     variants: tuple[str, ...] = ("olmo_fn-eager", "hf-eager", "olmo_fn-compiled", "hf-compiled")
     """Which to run: olmo_fn-eager, olmo_fn-compiled, hf-eager, hf-compiled."""
     seed: int = 0
+    device: str = "cpu"
+    """'cpu' (olmo_fn against transformers at the bench shape) or 'cuda' (the GPU check: --model on one GPU,
+    bf16, FSDP2 and compile)."""
+    model: str = "olmo-1b"
+    """With --device cuda: the preset to time (its published shape)."""
+    gpu_micro_batch: int = 8
+    """With --device cuda: instances per step."""
+    gpu_seq_len: int = 2048
+    """With --device cuda: tokens per instance."""
+    gpu_steps: int = 30
+    """With --device cuda: timed steps, after 3 warm-up steps."""
 
 
 def bench_model_config(b: TrainBench) -> ModelConfig:
@@ -92,6 +103,10 @@ def _hf_step(cfg: ModelConfig, ids: torch.Tensor, compiled: bool, seed: int) -> 
 
 def run_train_bench(b: TrainBench) -> dict:
     """Time every variant, alternating; print a table and return the figures."""
+    if b.device.startswith("cuda"):
+        from olmo_fn.benchmarks.gpu_train import run_gpu_train_bench
+
+        return run_gpu_train_bench(b.model, b.gpu_micro_batch, b.gpu_seq_len, b.gpu_steps, compile=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     cfg = bench_model_config(b)
     ids = torch.randint(

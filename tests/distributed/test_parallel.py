@@ -1,0 +1,105 @@
+"""FSDP, TP, TP + sequence/loss parallel, FSDP x TP and HSDP on CPU gloo: the same losses, batches and
+initial parameters as one process, and a sharded checkpoint of 2 processes resumed by 1 and by 4.
+
+Cases share torchrun launches (start-up is most of the cost): one launch of 2 processes, one of 4, and
+one single process. Median step times per case are printed (pytest -s) for the record.
+"""
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from olmo_fn.config import ParallelConfig
+from olmo_fn.config_io import config_to_dict
+from tests.train.conftest import tiny_config
+
+ROOT = Path(__file__).resolve().parents[2]
+DRIVER = ROOT / "tests" / "distributed" / "parallel_driver.py"
+LAYOUTS = {
+    "fsdp2": ParallelConfig(),
+    "tp2": ParallelConfig(tp=2, sequence_parallel=False, loss_parallel=False),
+    "tp_sp_lp2": ParallelConfig(tp=2),
+    "fsdp_tp4": ParallelConfig(dp_shard=2, tp=2),
+    "hsdp4": ParallelConfig(dp_replicate=2, dp_shard=2),
+}
+
+
+def _write(tmp: Path, name: str, **changes) -> Path:
+    base = {"max_duration": "5", "eval_interval": None, "save_interval_unsharded": None, "save_interval": 5}
+    cfg = tiny_config(tmp, save_folder=str(tmp / name), **{**base, **changes})
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config_to_dict(cfg)))
+    return path
+
+
+def _launch(tmp: Path, nproc: int, configs: list[Path]) -> None:
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    cmd = [*launch, str(DRIVER)] if nproc > 1 else [sys.executable, str(DRIVER)]
+    result = subprocess.run(
+        [*cmd, str(tmp), *map(str, configs)], cwd=ROOT, capture_output=True, text=True, timeout=420
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+
+
+def _records(tmp: Path, name: str) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(tmp.glob(f"{name}.rank*.json"))]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("parallel")
+    _write(tmp, "one")  # the corpus first, so that every config points at the same files
+    two = [_write(tmp, name, parallel=LAYOUTS[name]) for name in ("fsdp2", "tp2", "tp_sp_lp2")]
+    _launch(tmp, 2, two)
+    checkpoint = str(tmp / "fsdp2" / "step5")
+    resume = {"max_duration": "6", "load_path": checkpoint, "save_interval": None}
+    _launch(tmp, 1, [tmp / "one.yaml", _write(tmp, "resume1", **resume)])
+    four = [_write(tmp, name, parallel=LAYOUTS[name]) for name in ("fsdp_tp4", "hsdp4")]
+    four.append(_write(tmp, "resume4", parallel=ParallelConfig(dp_shard=2, tp=2), **resume))
+    _launch(tmp, 4, four)
+    for name in ("one", *LAYOUTS, "resume1", "resume4"):
+        times = _records(tmp, name)[0]["step_times"]
+        print(f"{name}: median step {statistics.median(times) * 1000:.0f} ms over {len(times)} steps")
+    return tmp
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_losses_match_one_process(runs, layout):
+    one = _records(runs, "one")[0]["losses"]
+    got = _records(runs, layout)[0]["losses"]
+    assert sorted(got) == sorted(one) == ["1", "2", "3", "4", "5"]
+    for step, loss in one.items():
+        assert got[step] == pytest.approx(loss, rel=1e-5), step
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_each_rank_reads_its_slice_of_the_global_batches(runs, layout):
+    global_batches = _records(runs, "one")[0]["batches"]
+    records = _records(runs, layout)
+    assert len(records) == records[0]["world_size"] > 1
+    for rec in records:  # data-parallel rank r of n reads rows r, r + n, ... (the original OLMo's slicing)
+        expected = [b[rec["dp_rank"] :: rec["dp_size"]] for b in global_batches]
+        assert rec["batches"] == expected, rec["rank"]
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_initial_parameters_are_the_same_for_every_layout(runs, layout):
+    one = load_file(str(runs / "one.init.safetensors"))
+    got = load_file(str(runs / f"{layout}.init.safetensors"))
+    assert sorted(got) == sorted(one)
+    for name, tensor in one.items():
+        assert torch.equal(got[name], tensor), name
+
+
+def test_sharded_checkpoint_of_two_resumes_on_one_and_four(runs):
+    one, four = _records(runs, "resume1")[0]["losses"], _records(runs, "resume4")[0]["losses"]
+    assert sorted(one) == sorted(four) == ["6"]
+    assert four["6"] == pytest.approx(one["6"], rel=1e-5)
+    assert one["6"] < _records(runs, "one")[0]["losses"]["1"]  # it continued the trained model
