@@ -64,7 +64,7 @@ def with_default_corpus(cfg: TrainConfig) -> TrainConfig:
 def run(cfg: TrainConfig) -> None:
     from tokenizers import Tokenizer
 
-    from olmo_fn.generate import greedy_continuation
+    from olmo_fn.generate import generate
     from olmo_fn.train import train
 
     if not cfg.dry_run:  # a dry run touches no data
@@ -84,8 +84,8 @@ def run(cfg: TrainConfig) -> None:
     if cfg.tokenizer.identifier:
         tokenizer = Tokenizer.from_file(cfg.tokenizer.identifier)
         prompt = torch.tensor([tokenizer.encode(PROMPT).ids])
-        new = greedy_continuation(result.model, prompt, 40, cfg.model.eos_token_id)
-        print(f"greedy continuation: {PROMPT!r} -> {tokenizer.decode(new[0].tolist())!r}")
+        new = generate(result.model, prompt, max_new_tokens=40).row(0)
+        print(f"greedy continuation: {PROMPT!r} -> {tokenizer.decode(new)!r}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 train: olmo_fn's train step against transformers' Olmo2ForCausalLM with torch's AdamW (eager and compiled).
 data: tokens/s the training loader delivers (0 and 2 workers) beside the raw byte-range read rate of the
 same instances and beside what the tiny model's train step consumes.
+decode: olmo_fn's generate against transformers' generate (eager and compiled) beside the matrix-vector roofline.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 import tyro
 
 from olmo_fn.benchmarks.checkpoint import CheckpointBench, run_checkpoint_bench
+from olmo_fn.benchmarks.decode import DecodeBench, run_decode_bench
 from olmo_fn.benchmarks.train import TrainBench, run_train_bench
 from olmo_fn.config import DataConfig
 from olmo_fn.data.files import read_bytes
@@ -159,9 +161,16 @@ def checkpoint(bench: Annotated[CheckpointBench, tyro.conf.OmitArgPrefixes]) -> 
     return run_checkpoint_bench(bench)
 
 
+def decode(bench: Annotated[DecodeBench, tyro.conf.OmitArgPrefixes]) -> dict:
+    """Greedy decode tokens/s: olmo_fn's generate against transformers' generate, beside the roofline."""
+    return run_decode_bench(bench)
+
+
 def main() -> None:
     try:
-        tyro.extras.subcommand_cli_from_dict({"data": data, "train": train, "checkpoint": checkpoint})
+        tyro.extras.subcommand_cli_from_dict(
+            {"data": data, "train": train, "checkpoint": checkpoint, "decode": decode}
+        )
     except OlmoFnError as e:
         sys.exit(f"error: {e}")
 

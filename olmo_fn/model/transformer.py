@@ -24,6 +24,7 @@ from olmo_fn.errors import DataError
 from olmo_fn.loss import LMLoss, chunked_lm_loss
 from olmo_fn.loss_parallel import tp_head
 from olmo_fn.model import layers
+from olmo_fn.model.kv_cache import KVCache, LayerCache
 
 
 class Norm(nn.Module):
@@ -58,7 +59,12 @@ class Attention(nn.Module):
             self.k_norm = Norm(kv * hd, kind, eps, affine)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bias: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        bias: torch.Tensor | None,
+        kv: LayerCache | None = None,
     ) -> torch.Tensor:
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if self.clip_qkv is not None:
@@ -69,7 +75,10 @@ class Attention(nn.Module):
         batch, seq = q.shape[0], q.shape[1]
         q, k, v = (t.view(batch, seq, -1, self.head_dim).transpose(1, 2) for t in (q, k, v))
         q, k = layers.apply_rope(q, cos, sin), layers.apply_rope(k, cos, sin)
-        out = layers.attention(q, k, v, bias)
+        if kv is None:
+            out = layers.attention(q, k, v, bias)
+        else:  # decoding: store the rotated keys and values, attend over the whole cache
+            out = kv.attend(q, k, v, bias)
         return self.o_proj(out.transpose(1, 2).reshape(batch, seq, -1))
 
 
@@ -99,12 +108,17 @@ class Block(nn.Module):
         self.mlp_norm = Norm(cfg.d_model, kind, eps, affine)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bias: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        kv: LayerCache | None = None,
     ) -> torch.Tensor:
         if self.norm_after:
-            x = x + self.attention_norm(self.attention(x, cos, sin, bias))
+            x = x + self.attention_norm(self.attention(x, cos, sin, bias, kv))
             return x + self.mlp_norm(self.mlp(x))
-        x = x + self.attention(self.attention_norm(x), cos, sin, bias)
+        x = x + self.attention(self.attention_norm(x), cos, sin, bias, kv)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -153,13 +167,16 @@ class Transformer(nn.Module):
         labels: torch.Tensor | None = None,
         z_loss_multiplier: float = 0.0,
         loss_chunk_size: int = 1024,
+        cache: KVCache | None = None,
     ) -> torch.Tensor | LMLoss:
         """Run the decoder on [B, T] token ids.
 
         attention_mask: [B, T], 1 for real tokens, 0 for padding (e.g. left padding); positions: [B, T] or
         [T] RoPE positions (default: 0..T-1, as the original, which ignores padding). With labels ([B, T],
         -100 = ignored; already aligned so labels[:, t] is the target of position t) the result is an
-        `LMLoss` of fp32 sums; otherwise [B, T, embedding_size] logits.
+        `LMLoss` of fp32 sums; otherwise [B, T, embedding_size] logits. With a `KVCache` (decoding) the tokens
+        go to the cache's slots, attend over the whole cache (its key_mask replaces attention_mask), and only
+        the last position's logits come back: [B, 1, embedding_size].
         """
         check_token_ids(input_ids, self.config.vocab_size)
         cfg = self.config
@@ -170,10 +187,14 @@ class Transformer(nn.Module):
             cos, sin = cos[None], sin[None]
         h = self.embeddings(input_ids)
         bias = None
-        if attention_mask is not None:
+        if cache is not None:
+            bias = cache.bias(torch.float32)
+        elif attention_mask is not None:
             bias = layers.attention_bias(attention_mask, input_ids.shape[1], torch.float32)
-        for block in self.blocks:
-            h = block(h, cos, sin, bias)
+        for i, block in enumerate(self.blocks):
+            h = block(h, cos, sin, bias) if cache is None else block(h, cos, sin, bias, cache.layer(i))
+        if cache is not None:
+            h = h[:, -1:]
         tied = self.embeddings.weight if cfg.weight_tying else None
         return self.lm_head(h, tied, labels, z_loss_multiplier, loss_chunk_size)
 
