@@ -20,6 +20,18 @@ def quiet_third_party() -> None:
     logging.getLogger("torchao").setLevel(logging.ERROR)
 
 
+def run_tool(fn: Callable[..., object]) -> None:
+    """A command-line tool: tyro parses fn's signature; a user error prints one line and exits with status 1."""
+    import tyro
+
+    quiet_third_party()
+    try:
+        tyro.cli(fn)
+    except OlmoFnError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
 def run_cli(default: TrainConfig, description: str | None, run: Callable[[TrainConfig], object]) -> None:
     """Parse flags over `default`, call `run(cfg)`; a user error prints one line and exits with status 2."""
     quiet_third_party()

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
-
-import tyro
 
 from olmo_fn.checkpoint import storage
 from olmo_fn.checkpoint.hf_dir import read_hf_dir
 from olmo_fn.checkpoint.native import Content, write_native_dir
-from olmo_fn.errors import CheckpointError, OlmoFnError
+from olmo_fn.errors import CheckpointError
+from olmo_fn.launch import run_tool
 
 
 def main(input_dir: str, output_dir: str) -> None:
@@ -29,8 +27,4 @@ def main(input_dir: str, output_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        tyro.cli(main)
-    except OlmoFnError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    run_tool(main)

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-
-import tyro
-
 from olmo_fn.checkpoint.hf_dir import write_hf_dir
 from olmo_fn.checkpoint.load import read_model_state
-from olmo_fn.errors import OlmoFnError
+from olmo_fn.launch import run_tool
 
 
 def main(input_dir: str, output_dir: str, tokenizer_json_path: str | None = None) -> None:
@@ -25,8 +21,4 @@ def main(input_dir: str, output_dir: str, tokenizer_json_path: str | None = None
 
 
 if __name__ == "__main__":
-    try:
-        tyro.cli(main)
-    except OlmoFnError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    run_tool(main)

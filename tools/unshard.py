@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 import tyro
 
 from olmo_fn.checkpoint.load import unshard
-from olmo_fn.errors import OlmoFnError
+from olmo_fn.launch import run_tool
 
 
 def main(input: tyro.conf.Positional[str], output: tyro.conf.Positional[str]) -> None:
@@ -22,8 +20,4 @@ def main(input: tyro.conf.Positional[str], output: tyro.conf.Positional[str]) ->
 
 
 if __name__ == "__main__":
-    try:
-        tyro.cli(main)
-    except OlmoFnError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    run_tool(main)
