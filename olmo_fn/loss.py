@@ -122,10 +122,7 @@ class _ChunkedLMLoss(torch.autograd.Function):
             c_ce, c_z, lse, valid, safe, logits = _chunk_terms(hc, weight, labels[start:end])
             ce += c_ce
             z += z_mult * c_z
-            # d(ce + z)/dlogits = softmax * (1 + 2 z lse) - onehot(target), on positions with a target.
-            grad = (logits - lse[:, None]).exp_().mul_(((1 + 2 * z_mult * lse) * valid)[:, None])
-            grad.scatter_add_(1, safe[:, None], -valid[:, None].float())
-            grad = grad.to(h.dtype)
+            grad = logit_grad(logits, lse, valid, z_mult, safe, valid).to(h.dtype)
             grad_h[start:end] = grad @ weight
             grad_w += (grad.t() @ hc).float()
         ctx.save_for_backward(grad_h, grad_w)
@@ -136,6 +133,17 @@ class _ChunkedLMLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_total, _grad_ce, _grad_z):
-        grad_h, grad_w = ctx.saved_tensors
-        grad_weight = (grad_w * grad_total).to(ctx.weight_dtype)
-        return grad_h * grad_total.to(grad_h.dtype), grad_weight, None, None, None
+        return (*saved_grads_scaled(ctx, grad_total), None, None, None)
+
+
+def logit_grad(logits, lse, valid, z_mult: float, target_col, target_here) -> torch.Tensor:
+    """d(ce + z)/dlogits of a chunk (in place of logits): softmax * (1 + 2 z lse) on positions with a target,
+    minus one at the target's column where the target lies in these columns (target_here)."""
+    grad = (logits - lse[:, None]).exp_().mul_(((1 + 2 * z_mult * lse) * valid)[:, None])
+    return grad.scatter_add_(1, target_col[:, None], -target_here[:, None].float())
+
+
+def saved_grads_scaled(ctx, grad_total: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backward of a loss whose (grad_h, grad_w) were made in forward: scale them by the upstream gradient."""
+    grad_h, grad_w = ctx.saved_tensors
+    return grad_h * grad_total.to(grad_h.dtype), (grad_w * grad_total).to(ctx.weight_dtype)

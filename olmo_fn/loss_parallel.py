@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor, Replicate, Shard
 
-from olmo_fn.loss import IGNORE_INDEX, LMLoss, chunked_lm_loss
+from olmo_fn.loss import IGNORE_INDEX, LMLoss, chunked_lm_loss, logit_grad, saved_grads_scaled
 
 
 def tp_head(
@@ -77,10 +77,7 @@ class _VocabParallelLoss(torch.autograd.Function):
             logits, lse, valid, mine, column, target = _chunk(hc, weight, labels[start:end], offset, group)
             ce += ((lse - target) * valid).sum()
             z += z_mult * (lse.square() * valid).sum()
-            # d(ce + z)/dlogits = softmax * (1 + 2 z lse) - onehot(target), restricted to this vocabulary slice.
-            grad = (logits - lse[:, None]).exp_().mul_(((1 + 2 * z_mult * lse) * valid)[:, None])
-            grad.scatter_add_(1, column[:, None], -mine[:, None].float())
-            grad = grad.to(h.dtype)
+            grad = logit_grad(logits, lse, valid, z_mult, column, mine).to(h.dtype)  # this vocabulary slice
             grad_h[start:end] = grad @ weight
             grad_w += (grad.t() @ hc).float()
         _all_reduce(grad_h, dist.ReduceOp.SUM, group)  # each slice contributes a partial sum to dL/dh
@@ -92,6 +89,4 @@ class _VocabParallelLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_total, _grad_ce, _grad_z):
-        grad_h, grad_w = ctx.saved_tensors
-        grad_weight = (grad_w * grad_total).to(ctx.weight_dtype)
-        return grad_h * grad_total.to(grad_h.dtype), grad_weight, None, None, None, None, None
+        return (*saved_grads_scaled(ctx, grad_total), None, None, None, None, None)

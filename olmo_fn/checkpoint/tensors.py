@@ -12,8 +12,8 @@ import struct
 from typing import Any
 
 import numpy as np
-import safetensors.torch
 import torch
+from safetensors.torch import load as safetensors_from_bytes
 
 from olmo_fn.checkpoint import storage
 from olmo_fn.errors import CheckpointError
@@ -79,7 +79,7 @@ def load_safetensors(data: bytes, url: str) -> tuple[dict[str, torch.Tensor], di
     try:
         (length,) = struct.unpack("<Q", data[:8])
         metadata = json.loads(data[8 : 8 + length]).get("__metadata__") or {}
-        return safetensors.torch.load(data), metadata
+        return safetensors_from_bytes(data), metadata
     except Exception as e:  # noqa: BLE001 - any parse failure means the same thing to the user
         raise CheckpointError(f"{url}: not a readable safetensors file ({e})") from e
 
