@@ -83,3 +83,11 @@ def init_distributed(parallel: ParallelConfig | None = None) -> DistEnv:
     dp_mesh = dp_mesh_of(env.mesh, device.type)
     env.dp_group, env.dp_rank, env.dp_size = dp_mesh.get_group(), dp_mesh.get_local_rank(), dp_mesh.size()
     return env
+
+
+def shutdown_distributed() -> None:
+    """End the process group cleanly: every rank reaches the barrier before any rank tears gloo/NCCL down
+    (a rank that exits while a peer still talks to it can abort the peer)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -38,11 +38,14 @@ def run_cli(default: TrainConfig, description: str | None, run: Callable[[TrainC
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("olmo_fn").setLevel(logging.INFO)
     cfg = parse_cli(TrainConfig, default, description=description)
+    from olmo_fn.dist import shutdown_distributed
+
     try:
         run(cfg)
     except OlmoFnError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    shutdown_distributed()
 
 
 def main(default: TrainConfig, description: str | None = None) -> None:

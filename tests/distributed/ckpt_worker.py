@@ -13,6 +13,8 @@ import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 from torch.distributed.fsdp import fully_shard
 
+from olmo_fn.dist import shutdown_distributed
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 from olmo_fn.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from olmo_fn.checkpoint.native import read_native_dir  # noqa: E402
@@ -84,4 +86,4 @@ if __name__ == "__main__":
         try:
             {"save": save, "load": load}[mode](folder)
         finally:
-            dist.destroy_process_group()
+            shutdown_distributed()

@@ -20,6 +20,7 @@ from olmo_fn import tracking
 from olmo_fn import train as train_module
 from olmo_fn.config import TrainConfig
 from olmo_fn.config_io import config_from_dict
+from olmo_fn.dist import shutdown_distributed
 
 
 def run_case(config_path: Path, out: Path) -> None:
@@ -77,6 +78,7 @@ def main() -> None:
     out, *configs = sys.argv[1:]
     for config in configs:
         run_case(Path(config), Path(out))
+    shutdown_distributed()
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from olmo_fn import tracking
 from olmo_fn.checkpoint import storage
 from olmo_fn.config import TrainConfig
 from olmo_fn.config_io import config_from_dict
+from olmo_fn.dist import shutdown_distributed
 from olmo_fn.train import train
 
 
@@ -47,6 +48,7 @@ def main() -> None:
     tracking.Tracker.log = log
     storage.write_bytes = write_bytes
     train(cfg)
+    shutdown_distributed()
 
 
 if __name__ == "__main__":
