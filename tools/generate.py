@@ -9,16 +9,15 @@ Each prompt's continuation is printed (streamed) as the tokens come; diagnostics
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import sys
-import warnings
 from typing import Annotated, Literal
 
 import torch
 import tyro
 
-from olmo_fn.errors import ConfigError, DataError, OlmoFnError
+from olmo_fn.errors import ConfigError, DataError
+from olmo_fn.launch import run_tool
 from olmo_fn.sampling import SamplingConfig
 
 GREEDY = SamplingConfig()
@@ -168,10 +167,4 @@ def main(
 
 
 if __name__ == "__main__":
-    warnings.filterwarnings("ignore")
-    logging.getLogger("torchao").setLevel(logging.ERROR)
-    try:
-        tyro.cli(main)
-    except OlmoFnError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    run_tool(main)  # also silences torchao's import-time noise

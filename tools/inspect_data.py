@@ -9,7 +9,6 @@ Examples:
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import replace
 from typing import Annotated
 
@@ -24,6 +23,7 @@ from olmo_fn.data.inspect import (
 )
 from olmo_fn.data.prepare import load_tokenizer
 from olmo_fn.errors import ConfigError, OlmoFnError
+from olmo_fn.launch import run_tool
 
 
 def inspect_data(
@@ -89,12 +89,5 @@ def inspect_data(
     return instances
 
 
-def main() -> None:
-    try:
-        tyro.cli(inspect_data)
-    except OlmoFnError as e:
-        sys.exit(f"error: {e}")
-
-
 if __name__ == "__main__":
-    main()
+    run_tool(inspect_data)

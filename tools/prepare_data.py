@@ -12,7 +12,6 @@ import sys
 from typing import Literal
 
 import fsspec
-import tyro
 
 from olmo_fn.data.prepare import (
     DEFAULT_SPECIAL_TOKENS,
@@ -22,7 +21,8 @@ from olmo_fn.data.prepare import (
     save_text,
     train_bpe_tokenizer,
 )
-from olmo_fn.errors import ConfigError, OlmoFnError
+from olmo_fn.errors import ConfigError
+from olmo_fn.launch import run_tool
 
 
 def file_exists(path: str) -> bool:
@@ -97,12 +97,5 @@ def prepare_data(
     return manifest
 
 
-def main() -> None:
-    try:
-        tyro.cli(prepare_data)
-    except OlmoFnError as e:
-        sys.exit(f"error: {e}")
-
-
 if __name__ == "__main__":
-    main()
+    run_tool(prepare_data)

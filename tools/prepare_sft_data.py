@@ -8,12 +8,8 @@ model.max_sequence_length equal to --seq-len (one instance = one example).
 
 from __future__ import annotations
 
-import sys
-
-import tyro
-
 from olmo_fn.data.sft import prepare_sft_data as _prepare
-from olmo_fn.errors import OlmoFnError
+from olmo_fn.launch import run_tool
 
 
 def prepare_sft_data(
@@ -62,12 +58,5 @@ def prepare_sft_data(
     return manifest
 
 
-def main() -> None:
-    try:
-        tyro.cli(prepare_sft_data)
-    except OlmoFnError as e:
-        sys.exit(f"error: {e}")
-
-
 if __name__ == "__main__":
-    main()
+    run_tool(prepare_sft_data)
