@@ -12,8 +12,11 @@ DCP reshards on load, so a checkpoint saved by N ranks loads into M ranks (or on
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import pickle
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,29 +25,26 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-import yaml
 from torch import nn
 from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter, _fsspec_filesystem
-from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader
+from torch.distributed.checkpoint import filesystem as _filesystem
+from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader, FsspecWriter
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta, TensorStorageMetadata
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_state_dict,
-    set_model_state_dict,
-    set_state_dict,
-)
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
 
 from olmo_fn.checkpoint import storage
-from olmo_fn.checkpoint.native import (
-    nest_optim_state,
+from olmo_fn.checkpoint.manifest import (
     read_checked,
+    read_config,
     read_manifest,
     read_trainer_state,
     split_optim,
+    write_bytes_entry,
+    write_config_yaml,
     write_manifest,
     write_trainer_state,
 )
+from olmo_fn.checkpoint.source import apply_hyperparameters, state_targets
 from olmo_fn.checkpoint.tensors import decode_state
 from olmo_fn.errors import CheckpointError
 
@@ -170,6 +170,88 @@ def _sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer | None) ->
     return tensors, rest
 
 
+class _HashingStream(io.RawIOBase):
+    """A write stream that hashes what passes through it (DCP writes each file front to back)."""
+
+    def __init__(self, raw: Any):
+        super().__init__()
+        self.raw, self.size, self.digest = raw, 0, storage.hasher()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self.digest.update(view)
+        self.size += view.nbytes
+        return self.raw.write(view)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    def close(self) -> None:  # the raw stream is closed by its owner
+        self.flush()
+        super().close()
+
+
+class _HashingFS:
+    """Mixin for DCP's filesystems: every file written is hashed on the way; renames move the record."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._records: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def create_stream(self, path: Any, mode: str) -> Iterator[Any]:
+        with super().create_stream(path, mode) as raw:  # type: ignore[misc]
+            if "w" not in mode:
+                yield raw
+                return
+            stream = _HashingStream(raw)
+            yield stream
+            with self._lock:
+                self._records[os.fspath(path)] = {"size": stream.size, "xxh3": stream.digest.hexdigest()}
+
+    def rename(self, path: Any, new_path: Any) -> None:
+        super().rename(path, new_path)  # type: ignore[misc]
+        with self._lock:
+            if os.fspath(path) in self._records:
+                self._records[os.fspath(new_path)] = self._records.pop(os.fspath(path))
+
+    def entries_below(self, root: str) -> dict[str, dict[str, Any]]:
+        """Manifest entries of the files written, relative to root."""
+        root = root.rstrip("/") + "/"
+        return {k[len(root) :]: v for k, v in self._records.items() if k.startswith(root)}
+
+
+class _HashingLocalFS(_HashingFS, _filesystem.FileSystem):
+    pass
+
+
+class _HashingFsspecFS(_HashingFS, _fsspec_filesystem.FileSystem):
+    pass
+
+
+def _hashing_writer(target: str) -> tuple[Any, str]:
+    """A DCP writer for a local path or URL that hashes while writing, and the root its records use."""
+    if storage.is_local(target):  # several writer threads per rank: about twice the rate of one
+        writer = FileSystemWriter(storage.local_path(target), thread_count=_WRITE_THREADS)
+        fs = _HashingLocalFS()
+    else:
+        writer = FsspecWriter(target)
+        fs = _HashingFsspecFS()
+        fs.fs = writer.fs.fs
+    writer.fs = fs
+    return writer, os.fspath(writer.path)
+
+
 def write_sharded_dir(
     url: str,
     model: nn.Module,
@@ -178,48 +260,50 @@ def write_sharded_dir(
     config: dict[str, Any] | None,
     step: int,
 ) -> None:
-    """Collective: every rank writes its shards and trainer state; rank 0 writes the manifest last."""
+    """Collective: every rank writes its shards and trainer state, hashing as it writes; rank 0 writes the
+    manifest last from every rank's entries (nothing is read back)."""
     rank, world = rank_and_world()
     tensors, rest = _sharded_state(model, optimizer)
-    target = storage.join(url, DCP_DIR)
+    writer, root = _hashing_writer(storage.join(url, DCP_DIR))
     with _quiet():
-        if storage.is_local(url):  # several writer threads per rank: about twice the rate of one
-            writer = FileSystemWriter(storage.local_path(target), thread_count=_WRITE_THREADS)
-            dcp.save(tensors, storage_writer=writer, no_dist=world == 1)
-        else:
-            dcp.save(tensors, checkpoint_id=target, no_dist=world == 1)
+        dcp.save(tensors, storage_writer=writer, no_dist=world == 1)
+    files = {f"{DCP_DIR}/{k}": v for k, v in writer.fs.entries_below(root).items()}
     if trainer_state is not None:
-        write_trainer_state(storage.join(url, "train"), f"rank{rank}", trainer_state)
+        written = write_trainer_state(storage.join(url, "train"), f"rank{rank}", trainer_state)
+        files |= {f"train/{k}": v for k, v in written.items()}
     if rank == 0:
         if config is not None:
-            storage.write_bytes(
-                storage.join(url, "config.yaml"), yaml.safe_dump(config, sort_keys=False).encode()
-            )
+            files["config.yaml"] = write_config_yaml(url, config)
         if optimizer is not None:
-            storage.write_bytes(storage.join(url, "optim.json"), json.dumps(rest).encode())
-    barrier()
-    files = _checksums(url, rank, world)
-    if rank == 0:
-        write_manifest(url, "sharded", step, files)
-    barrier()
-
-
-def _checksums(url: str, rank: int, world: int) -> dict[str, dict[str, Any]]:
-    """Size + checksum of every file below url; the reading is spread over the ranks."""
-    sizes = storage.list_files(url)
-    mine = {}
-    for i, name in enumerate(sorted(sizes)):
-        if i % world == rank:
-            data = storage.read_bytes(storage.join(url, name))
-            mine[name] = storage.entry(data)
+            files["optim.json"] = write_bytes_entry(url, "optim.json", json.dumps(rest).encode())
     merged: dict[str, dict[str, Any]] = {}
-    for part in all_gather(mine):
-        merged.update(part)
-    return dict(sorted(merged.items()))
+    for part in all_gather(files):
+        merged |= part
+    if rank == 0:
+        write_manifest(url, "sharded", step, dict(sorted(merged.items())))
+    barrier()
+
+
+def check_sizes(url: str, manifest: dict[str, Any]) -> None:
+    """Every file of the manifest is there with its size (a listing, no reading)."""
+    sizes = storage.list_files(url)
+    for name, entry in manifest["files"].items():
+        if name not in sizes:
+            try:
+                sizes[name] = storage.size(storage.join(url, name))  # not listable (https): ask each file
+            except (FileNotFoundError, OSError) as e:
+                raise CheckpointError(
+                    f"{url}: {name} is missing; the checkpoint is incomplete: load another one"
+                ) from e
+        if sizes[name] != entry["size"]:
+            raise CheckpointError(
+                f"{url}: {name} has {sizes[name]} bytes, the manifest {entry['size']}; the file is corrupt or "
+                "was changed after saving: restore it or load another checkpoint"
+            )
 
 
 def verify_sharded_dir(url: str, manifest: dict[str, Any]) -> None:
-    """Check every file against the manifest (spread over ranks); CheckpointError on all ranks if one fails."""
+    """Check every file's checksum (reading spread over ranks); CheckpointError on all ranks if one fails."""
     rank, world = rank_and_world()
     error = ""
     for i, (name, entry) in enumerate(sorted(manifest["files"].items())):
@@ -236,29 +320,27 @@ def verify_sharded_dir(url: str, manifest: dict[str, Any]) -> None:
 
 
 def load_sharded_dir(
-    url: str, model: nn.Module, optimizer: torch.optim.Optimizer | None, verify: bool = True
+    url: str, model: nn.Module, optimizer: torch.optim.Optimizer | None, verify: bool = False
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """Load a sharded folder into model (and optimizer) at any world size; returns (trainer state, config)."""
+    """Load a sharded folder in place into model (and optimizer) at any world size: each rank reads only
+    the slices it owns. Sizes are always checked; `verify` also reads every file once for its checksum.
+    Returns (this rank's trainer state, config)."""
     manifest = read_manifest(url)
+    check_sizes(url, manifest)
     if verify:
         verify_sharded_dir(url, manifest)
     rank, world = rank_and_world()
-    tensors, current_rest = _sharded_state(model, optimizer)
+    with_optim = optimizer is not None and "optim.json" in manifest["files"]
+    targets = state_targets(model, optimizer if with_optim else None)
     try:
         with _quiet():
-            dcp.load(tensors, storage_reader=dcp_reader(storage.join(url, DCP_DIR)), no_dist=world == 1)
+            dcp.load(targets, storage_reader=dcp_reader(storage.join(url, DCP_DIR)), no_dist=world == 1)
     except Exception as e:  # noqa: BLE001 - DCP raises CheckpointException, RuntimeError, KeyError ...
         raise CheckpointError(f"{url}: the sharded checkpoint does not fit this model/optimizer: {e}") from e
-    msd = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    if optimizer is None:
-        set_model_state_dict(model, msd)
-    else:
+    if with_optim:
         saved = json.loads(read_checked(url, "optim.json", manifest))
-        rest = {k: decode_state(saved.get(k, v), {}) for k, v in current_rest.items()}
-        osd = {k[len("optim.") :]: v for k, v in tensors.items() if k.startswith("optim.")} | rest
-        nested = nest_optim_state(osd, model, optimizer)
-        set_state_dict(model, optimizer, model_state_dict=msd, optim_state_dict=nested)
-    return _trainer_state_of_rank(url, manifest, rank), _config(url, manifest)
+        apply_hyperparameters(optimizer, model, {k: decode_state(v, {}) for k, v in saved.items()})
+    return _trainer_state_of_rank(url, manifest, rank), read_config(url, manifest)
 
 
 def _trainer_state_of_rank(url: str, manifest: dict[str, Any], rank: int) -> dict[str, Any] | None:
@@ -276,18 +358,12 @@ def _sub_manifest(manifest: dict[str, Any], prefix: str) -> dict[str, Any]:
     return {**manifest, "files": files}
 
 
-def _config(url: str, manifest: dict[str, Any]) -> dict[str, Any] | None:
-    if "config.yaml" not in manifest["files"]:
-        return None
-    return yaml.safe_load(read_checked(url, "config.yaml", manifest))
-
-
 def read_sharded_full(
     url: str, with_optim: bool = True
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """Full model tensors and flat optimizer state of a sharded folder, without a model (for unsharding)."""
     manifest = read_manifest(url)
-    verify_sharded_dir(url, manifest)
+    check_sizes(url, manifest)
     metadata = dcp_reader(storage.join(url, DCP_DIR)).read_metadata()
     wanted = ("model.", "optim.") if with_optim else ("model.",)
     tensors = {
@@ -307,4 +383,4 @@ def read_sharded_full(
 def trainer_state_and_config(url: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """Rank 0's trainer state and the config of a sharded folder."""
     manifest = read_manifest(url)
-    return _trainer_state_of_rank(url, manifest, 0), _config(url, manifest)
+    return _trainer_state_of_rank(url, manifest, 0), read_config(url, manifest)

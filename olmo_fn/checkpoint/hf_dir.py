@@ -7,17 +7,20 @@ Written so that `AutoModelForCausalLM.from_pretrained` (OlmoForCausalLM / Olmo2F
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
 import tempfile
+from contextlib import ExitStack
 from typing import Any
 
 import torch
 
 from olmo_fn.checkpoint import storage
 from olmo_fn.checkpoint.hf import from_hf_state_dict, hf_config, model_config_from_hf, to_hf_state_dict
-from olmo_fn.checkpoint.tensors import load_safetensors, write_safetensors
+from olmo_fn.checkpoint.source import Lazy, Source, collect, converted_source
+from olmo_fn.checkpoint.tensors import SafetensorsReader, write_safetensors
 from olmo_fn.config import ModelConfig
 from olmo_fn.errors import CheckpointError, ConfigError
 
@@ -97,20 +100,42 @@ def _hf_weight_files(url: str) -> list[str]:
     raise CheckpointError(f"{url}: no model.safetensors or pytorch_model.bin next to config.json")
 
 
-def read_hf_dir(url: str) -> tuple[dict[str, torch.Tensor], ModelConfig]:
-    """(olmo_fn state dict, ModelConfig) of a transformers OLMo / OLMo 2 folder."""
+def hf_source(url: str, with_optim: bool = False) -> Source:
+    """A transformers folder as a Source of olmo_fn-named weights, file by file and tensor by tensor
+    (safetensors by byte range; a local pytorch_model.bin memory-mapped). It has no optimizer state."""
     cfg = read_hf_config(url)
-    hf_sd: dict[str, torch.Tensor] = {}
+    stack = ExitStack()
+    items = []
+
+    def convert(name: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
+        try:
+            return {f"model.{k}": v for k, v in from_hf_state_dict({name: tensor}, cfg).items()}
+        except ConfigError as e:
+            raise CheckpointError(f"{url}: {e}") from e
+
     for name in _hf_weight_files(url):
-        data = storage.read_bytes(storage.join(url, name))
+        file_url = storage.join(url, name)
         if name.endswith(".safetensors"):
-            hf_sd.update(load_safetensors(data, name)[0])
+            reader = SafetensorsReader(file_url, stack.enter_context(storage.open_read(file_url)))
+            lazies = {
+                k: Lazy(*reader.shape_and_dtype(k), functools.partial(reader.read, k)) for k in reader.infos
+            }
         else:
-            hf_sd.update(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
-    try:
-        return from_hf_state_dict(hf_sd, cfg), cfg
-    except ConfigError as e:
-        raise CheckpointError(f"{url}: {e}") from e
+            lazies = {k: Lazy.of(t) for k, t in _load_bin(file_url).items()}
+        items += [(lazy, functools.partial(convert, k)) for k, lazy in lazies.items()]
+    return converted_source(items, stack, config=hf_config_json(url), kind="hf")
+
+
+def _load_bin(url: str) -> dict[str, torch.Tensor]:
+    if storage.is_local(url):
+        return torch.load(storage.local_path(url), map_location="cpu", weights_only=True, mmap=True)
+    return torch.load(io.BytesIO(storage.read_bytes(url)), map_location="cpu", weights_only=True)
+
+
+def read_hf_dir(url: str) -> tuple[dict[str, torch.Tensor], ModelConfig]:
+    """(olmo_fn state dict, ModelConfig) of a transformers OLMo / OLMo 2 folder, in memory."""
+    tensors = collect(hf_source(url))
+    return {k[len("model.") :]: v for k, v in tensors.items()}, read_hf_config(url)
 
 
 def hf_config_json(url: str) -> dict[str, Any]:

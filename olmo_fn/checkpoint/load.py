@@ -16,16 +16,11 @@ from torch import nn
 
 from olmo_fn.checkpoint import storage
 from olmo_fn.checkpoint.dcp import load_sharded_dir, read_sharded_full, trainer_state_and_config
-from olmo_fn.checkpoint.hf_dir import hf_config_json, read_hf_config, read_hf_dir
-from olmo_fn.checkpoint.native import (
-    Content,
-    apply_full_state,
-    read_config,
-    read_manifest,
-    read_native_dir,
-    write_native_dir,
-)
-from olmo_fn.checkpoint.olmo_dir import flat_optim_state, olmo_config, read_olmo_dir
+from olmo_fn.checkpoint.hf_dir import hf_config_json, hf_source, read_hf_config
+from olmo_fn.checkpoint.manifest import read_config, read_manifest
+from olmo_fn.checkpoint.native import Content, native_source, write_native_dir
+from olmo_fn.checkpoint.olmo_dir import olmo_config, olmo_source
+from olmo_fn.checkpoint.source import Source, apply_source, collect
 from olmo_fn.config import ModelConfig
 from olmo_fn.errors import CheckpointError, ConfigError
 
@@ -61,25 +56,34 @@ def detect_kind(path: str) -> Kind:
     )
 
 
-def load_checkpoint(path: str, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> LoadedCheckpoint:
-    """Load a checkpoint of any kind into model (and optimizer, when given and saved) at any world size."""
+_SOURCES = {"unsharded": native_source, "olmo": olmo_source, "hf": hf_source}
+
+
+def open_source(path: str, with_optim: bool = True) -> Source:
+    """A full-state checkpoint (unsharded, original OLMo, Hugging Face) as a stream of named tensors."""
+    path = path.rstrip("/")
+    kind = detect_kind(path)
+    if kind not in _SOURCES:
+        raise CheckpointError(f"{path}: a sharded checkpoint is not a full-state source; unshard it first")
+    return _SOURCES[kind](path, with_optim)
+
+
+def load_checkpoint(
+    path: str, model: nn.Module, optimizer: torch.optim.Optimizer | None, *, verify: bool = False
+) -> LoadedCheckpoint:
+    """Load a checkpoint of any kind into model (and optimizer, when given and saved) on any mesh.
+
+    Collective under torch.distributed. Full-state kinds are read by one rank per node and streamed tensor by
+    tensor (checksums of olmo_fn files checked on the way); sharded ones are read by every rank, each its
+    own slices, with sizes checked, and every checksum too when `verify`.
+    """
     path = path.rstrip("/")
     kind = detect_kind(path)
     if kind == "sharded":
-        trainer_state, config = load_sharded_dir(path, model, optimizer)
+        trainer_state, config = load_sharded_dir(path, model, optimizer, verify=verify)
         return LoadedCheckpoint(trainer_state, config, kind)
-    if kind == "unsharded":
-        content = read_native_dir(path, with_optim=optimizer is not None)
-        apply_full_state(model, optimizer, content.model, content.optim)
-        return LoadedCheckpoint(content.trainer_state, content.config, kind)
-    if kind == "olmo":
-        msd, per_param, trainer_state, config, _ = read_olmo_dir(path, with_optim=optimizer is not None)
-        osd = flat_optim_state(model, optimizer, per_param) if optimizer is not None and per_param else None
-        apply_full_state(model, optimizer if osd is not None else None, msd, osd)
-        return LoadedCheckpoint(trainer_state, config, kind)
-    msd, _ = read_hf_dir(path)
-    apply_full_state(model, None, msd, None)
-    return LoadedCheckpoint(None, hf_config_json(path), kind)
+    header = apply_source(lambda with_optim: _SOURCES[kind](path, with_optim), model, optimizer)
+    return LoadedCheckpoint(header.trainer_state, header.config, kind)
 
 
 def model_config_of_checkpoint(path: str) -> ModelConfig:
@@ -112,16 +116,11 @@ def config_of_checkpoint(path: str) -> dict[str, Any] | None:
 def read_model_state(path: str) -> tuple[dict[str, torch.Tensor], ModelConfig]:
     """Full olmo_fn model tensors and ModelConfig of any checkpoint, without building a model."""
     path = path.rstrip("/")
-    kind = detect_kind(path)
-    if kind == "hf":
-        return read_hf_dir(path)
-    if kind == "olmo":
-        msd, _, _, _, cfg = read_olmo_dir(path, with_optim=False)
-        return msd, cfg
     cfg = model_config_of_checkpoint(path)
-    if kind == "sharded":
+    if detect_kind(path) == "sharded":
         return read_sharded_full(path, with_optim=False)[0], cfg
-    return read_native_dir(path, with_optim=False).model, cfg
+    tensors = collect(open_source(path, with_optim=False))
+    return {k[len("model.") :]: v for k, v in tensors.items()}, cfg
 
 
 def unshard(input_path: str, output_path: str) -> None:

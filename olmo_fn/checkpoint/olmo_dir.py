@@ -9,9 +9,11 @@ go through an unpickler that refuses every global, so only plain tuples, strings
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import pathlib
 import pickle
+from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
@@ -20,7 +22,8 @@ import yaml
 
 from olmo_fn.checkpoint import storage
 from olmo_fn.checkpoint.olmo import from_olmo_state_dict, model_config_from_olmo
-from olmo_fn.checkpoint.tensors import load_safetensors
+from olmo_fn.checkpoint.source import Convert, Lazy, Source, converted_source
+from olmo_fn.checkpoint.tensors import SafetensorsReader
 from olmo_fn.config import ModelConfig
 from olmo_fn.errors import CheckpointError, ConfigError
 
@@ -65,38 +68,63 @@ def decode_key(key: str) -> tuple[tuple[str | int, ...], bool]:
     return value
 
 
-def unflatten_olmo_safetensors(tensors: dict[str, torch.Tensor]) -> dict[Any, Any]:
-    """The nested dict that the original flattened into its safetensors file."""
-    out: dict[Any, Any] = {}
-    for key, tensor in tensors.items():
-        path, pickled = decode_key(key)
-        value: Any = plain_unpickle(tensor.numpy().tobytes()) if pickled else tensor
-        target = out
-        for part in path[:-1]:
-            target = target.setdefault(part, {})
-        target[path[-1]] = value
-    return out
-
-
-def load_pt(data: bytes, url: str) -> Any:
-    """torch.load with weights_only=True and the allow-list above."""
+def load_pt(url: str) -> Any:
+    """torch.load with weights_only=True and the allow-list above; a local file is memory-mapped (tensors
+    are read when used), a remote one read whole."""
     try:
         with torch.serialization.safe_globals(_ALLOWED):
-            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            if storage.is_local(url):
+                return torch.load(storage.local_path(url), map_location="cpu", weights_only=True, mmap=True)
+            return torch.load(io.BytesIO(storage.read_bytes(url)), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"{url}: refused to load (only tensors and allow-listed types are read): {e}"
         ) from e
+    except RuntimeError as e:
+        raise CheckpointError(f"{url}: not a readable PyTorch file ({e})") from e
 
 
-def read_olmo_file(url: str, stem: str) -> Any | None:
-    """{stem}.safetensors (preferred, as the original does) or {stem}.pt of a folder, or None if neither."""
+def _insert(tree: dict[Any, Any], path: tuple[Any, ...], value: Any) -> None:
+    for part in path[:-1]:
+        tree = tree.setdefault(part, {})
+    tree[path[-1]] = value
+
+
+def _lazy_leaves(tree: Any) -> Any:
+    """A loaded nested object with its tensors as Lazy (for .pt files, which torch maps or holds)."""
+    if isinstance(tree, dict):
+        return {k: _lazy_leaves(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_lazy_leaves(v) for v in tree]
+    return Lazy.of(tree) if isinstance(tree, torch.Tensor) else tree
+
+
+def materialize(tree: Any) -> Any:
+    """The same nested object with every Lazy read."""
+    if isinstance(tree, dict):
+        return {k: materialize(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [materialize(v) for v in tree]
+    return tree.load() if isinstance(tree, Lazy) else tree
+
+
+def olmo_file_tree(url: str, stem: str, stack: ExitStack) -> Any | None:
+    """{stem}.safetensors (preferred, as the original does) or {stem}.pt of a folder as the nested object
+    the original saved, with tensors left unread (Lazy); None if neither file exists."""
     st, pt = storage.join(url, f"{stem}.safetensors"), storage.join(url, f"{stem}.pt")
     if storage.exists(st):
-        tensors, _ = load_safetensors(storage.read_bytes(st), st)
-        return unflatten_olmo_safetensors(tensors)
+        reader = SafetensorsReader(st, stack.enter_context(storage.open_read(st)))
+        tree: dict[Any, Any] = {}
+        for key in reader.infos:
+            path, pickled = decode_key(key)
+            if pickled:
+                value: Any = plain_unpickle(reader.read(key).numpy().tobytes())
+            else:
+                value = Lazy(*reader.shape_and_dtype(key), functools.partial(reader.read, key))
+            _insert(tree, path, value)
+        return tree
     if storage.exists(pt):
-        return load_pt(storage.read_bytes(pt), pt)
+        return _lazy_leaves(load_pt(pt))
     return None
 
 
@@ -138,24 +166,6 @@ def _param_names(optim: dict[str, Any], cfg: ModelConfig, url: str) -> dict[Any,
     return dict(zip(ids, order))
 
 
-def olmo_optim_state(optim: dict[str, Any], cfg: ModelConfig, url: str) -> dict[str, dict[str, Any]]:
-    """Original optimizer state -> {olmo_fn param name: {exp_avg, exp_avg_sq, step, ...}}."""
-    names = _param_names(optim, cfg, url)
-    per_name = {names[k].replace("_fsdp_wrapped_module.", ""): v for k, v in optim["state"].items()}
-    tensor_keys = {
-        k for v in per_name.values() for k, t in v.items() if isinstance(t, torch.Tensor) and t.dim()
-    }
-    out: dict[str, dict[str, Any]] = {}
-    for key in tensor_keys:
-        for ours, t in from_olmo_state_dict({n: v[key] for n, v in per_name.items()}, cfg).items():
-            out.setdefault(ours, {})[key] = t
-    origin = olmo_origin(cfg)
-    for ours, entry in out.items():
-        scalars = per_name[origin[ours]]
-        entry.update({k: v for k, v in scalars.items() if k not in tensor_keys})
-    return out
-
-
 def olmo_origin(cfg: ModelConfig) -> dict[str, str]:
     """olmo_fn parameter name -> the original parameter it comes from (q/k/v <- att_proj, ...)."""
     return {ours: name for name in olmo_param_order(cfg) for ours in _split_names(name, cfg)}
@@ -184,41 +194,62 @@ def train_state_from_olmo(train: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def read_olmo_dir(
-    url: str, with_optim: bool
-) -> tuple[dict, dict | None, dict | None, dict[str, Any], ModelConfig]:
-    """(model state, per-parameter optimizer state, trainer state, config, ModelConfig), olmo_fn names."""
+def _unprefixed(name: str) -> str:
+    """A parameter name without the wrappers of the original's FSDP or DDP."""
+    name = name.replace("_fsdp_wrapped_module.", "")
+    return name[len("module.") :] if name.startswith("module.") else name
+
+
+def _model_items(tree: dict[str, Any], cfg: ModelConfig, url: str) -> list[tuple[Lazy, Convert]]:
+    def convert(name: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
+        try:
+            return {
+                f"model.{k}": v for k, v in from_olmo_state_dict({_unprefixed(name): tensor}, cfg).items()
+            }
+        except ConfigError as e:
+            raise CheckpointError(f"{url}: model file does not match config.yaml: {e}") from e
+
+    return [(lazy, functools.partial(convert, name)) for name, lazy in tree.items()]
+
+
+def _optim_items(tree: dict[str, Any], cfg: ModelConfig, url: str) -> list[tuple[Lazy, Convert]]:
+    """Original optimizer state -> items yielding "optim.state.{olmo_fn param}.{key}" (q/k/v split too)."""
+    names = _param_names(tree, cfg, url)
+
+    def split(name: str, key: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {f"optim.state.{k}.{key}": v for k, v in from_olmo_state_dict({name: tensor}, cfg).items()}
+
+    def same(ours: list[str], key: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {f"optim.state.{o}.{key}": tensor for o in ours}
+
+    items = []
+    for param, state in tree.get("state", {}).items():
+        name = _unprefixed(names[param])
+        for key, value in state.items():
+            if isinstance(value, Lazy) and value.shape:
+                items.append((value, functools.partial(split, name, key)))
+                continue
+            scalar = value.load() if isinstance(value, Lazy) else torch.tensor(float(value))
+            items.append((Lazy.of(scalar), functools.partial(same, _split_names(name, cfg), key)))
+    return items
+
+
+def olmo_source(url: str, with_optim: bool = True) -> Source:
+    """An original OLMo unsharded folder as a Source (olmo_fn names; fused projections split as read).
+
+    Optimizer hyperparameters are not taken from the file: the original re-sets learning rate and weight
+    decay from its config on load, and so does olmo_fn (the optimizer's current groups are kept).
+    """
     config, cfg = olmo_config(url)
-    model = read_olmo_file(url, "model")
+    stack = ExitStack()
+    model = olmo_file_tree(url, "model", stack)
     if model is None:
         raise CheckpointError(f"{url}: neither model.safetensors nor model.pt; download the model file too")
-    try:
-        model_sd = from_olmo_state_dict(model, cfg)
-    except ConfigError as e:
-        raise CheckpointError(f"{url}: model file does not match config.yaml: {e}") from e
-    optim = read_olmo_file(url, "optim") if with_optim else None
-    optim_state = olmo_optim_state(optim, cfg, url) if optim is not None else None
-    train = read_olmo_file(url, "train")
-    trainer_state = train_state_from_olmo(train) if isinstance(train, dict) else None
-    return model_sd, optim_state, trainer_state, config, cfg
-
-
-def flat_optim_state(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer, per_param: dict[str, dict[str, Any]]
-) -> dict[str, Any]:
-    """Per-parameter state + the optimizer's current param groups, in torch's flat state-dict layout.
-
-    The original re-sets learning rate and weight decay from the config on load; so do we (groups kept).
-    """
-    names = {id(p): n for n, p in model.named_parameters()}
-    flat: dict[str, Any] = {}
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            name = names[id(p)]
-            if name not in per_param:
-                raise CheckpointError(
-                    f"optimizer state of the checkpoint has no entry for parameter {name!r}"
-                )
-            flat.update({f"param_groups.{name}.{k}": v for k, v in group.items() if k != "params"})
-            flat.update({f"state.{name}.{k}": v for k, v in per_param[name].items()})
-    return flat
+    items = _model_items(model, cfg, url)
+    optim = olmo_file_tree(url, "optim", stack) if with_optim else None
+    if optim is not None:
+        items += _optim_items(optim, cfg, url)
+    with ExitStack() as small:
+        train = olmo_file_tree(url, "train", small)
+        trainer_state = train_state_from_olmo(materialize(train)) if isinstance(train, dict) else None
+    return converted_source(items, stack, trainer_state=trainer_state, config=config, kind="olmo")

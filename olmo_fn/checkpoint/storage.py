@@ -67,6 +67,22 @@ def read_bytes(url: str) -> bytes:
         raise CheckpointError(f"{url}: no such file") from e
 
 
+@contextmanager
+def open_read(url: str) -> Iterator[IO[bytes]]:
+    """A binary file opened for reading by ranges: every read fetches exactly the bytes asked for
+    (no read-ahead cache on object stores), so a reader that seeks pays only for what it reads."""
+    try:
+        if is_local(url):
+            f = open(local_path(url), "rb", buffering=0)  # noqa: SIM115 - closed below
+        else:
+            fs, path = url_to_fs(url)
+            f = fs.open(path, "rb", cache_type="none")
+    except FileNotFoundError as e:
+        raise CheckpointError(f"{url}: no such file") from e
+    with f:
+        yield f
+
+
 def read_json(url: str) -> Any:
     """A JSON file's content."""
     return json.loads(read_bytes(url))
@@ -126,8 +142,23 @@ def list_files(url: str) -> dict[str, int]:
         return out
     fs, path = url_to_fs(url)
     fs.invalidate_cache(path)
-    found = fs.find(path, detail=True)
-    return {k[len(path.rstrip("/")) + 1 :]: int(v["size"]) for k, v in found.items() if v["type"] == "file"}
+    try:
+        found = fs.find(path, detail=True)
+    except (OSError, ValueError):
+        return {}
+    return {
+        k[len(path.rstrip("/")) + 1 :]: int(v["size"]) if v.get("size") is not None else int(fs.size(k))
+        for k, v in found.items()
+        if v["type"] == "file"
+    }
+
+
+def size(url: str) -> int:
+    """A file's size in bytes (a stat or a HEAD request, no reading)."""
+    if is_local(url):
+        return os.path.getsize(local_path(url))
+    fs, path = url_to_fs(url)
+    return int(fs.size(path))
 
 
 def remove(url: str) -> None:

@@ -8,6 +8,7 @@ without pickle: tensors go to safetensors, the rest to JSON, and tuples stay tup
 from __future__ import annotations
 
 import json
+import math
 import struct
 from typing import Any
 
@@ -72,6 +73,70 @@ def write_safetensors(
             digest.update(raw)
             f.write(raw)
     return {"size": len(prefix) + offset, "xxh3": digest.hexdigest()}
+
+
+_FROM_CODE = {code: dtype for dtype, code in _DTYPES.items()}
+
+
+class SafetensorsReader:
+    """A .safetensors file read tensor by tensor through byte ranges: the header first, then each tensor
+    when asked, into a fresh buffer. The file is never held whole (as bytes or as a memory map), so a
+    reader's memory is one tensor, and an object store serves each byte once.
+
+    Reading in file order also hashes the bytes on the way, so `verify` can check the whole file against a
+    manifest entry without reading it a second time.
+    """
+
+    def __init__(self, url: str, stream: Any):
+        self.url, self._stream = url, stream
+        try:
+            prefix = stream.read(8)
+            (length,) = struct.unpack("<Q", prefix)
+            head = stream.read(length)
+            header = json.loads(head)
+        except Exception as e:  # noqa: BLE001 - any parse failure means the same thing to the user
+            raise CheckpointError(f"{url}: not a readable safetensors file ({e})") from e
+        self.metadata: dict[str, str] = header.pop("__metadata__", None) or {}
+        self._data_start = 8 + length
+        self.infos = dict(sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]))
+        self._digest, self._hashed = storage.hasher(), self._data_start  # bytes hashed in order so far
+        self._digest.update(prefix + head)
+
+    def shape_and_dtype(self, name: str) -> tuple[tuple[int, ...], torch.dtype]:
+        info = self.infos[name]
+        if info["dtype"] not in _FROM_CODE:
+            raise CheckpointError(f"{self.url}: tensor {name!r} has unknown dtype {info['dtype']}")
+        return tuple(info["shape"]), _FROM_CODE[info["dtype"]]
+
+    def read(self, name: str) -> torch.Tensor:
+        """One tensor, read from its byte range."""
+        shape, dtype = self.shape_and_dtype(name)
+        start, end = self.infos[name]["data_offsets"]
+        buffer = torch.empty(end - start, dtype=torch.uint8)
+        if end > start:
+            self._stream.seek(self._data_start + start)
+            view, got = memoryview(buffer.numpy()), 0
+            while got < end - start:
+                n = self._stream.readinto(view[got:])
+                if not n:
+                    raise CheckpointError(f"{self.url}: file ends inside tensor {name!r}; it is truncated")
+                got += n
+        if self._data_start + start == self._hashed:
+            self._digest.update(buffer.numpy())
+            self._hashed = self._data_start + end
+        expected = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        if expected != end - start:
+            raise CheckpointError(f"{self.url}: tensor {name!r} has {end - start} bytes for shape {shape}")
+        return buffer.view(dtype).reshape(shape)
+
+    def verify(self, entry: dict[str, Any]) -> None:
+        """Check the bytes read so far against a manifest entry; every tensor must have been read in order."""
+        if self._hashed != entry["size"] or self._digest.hexdigest() != entry["xxh3"]:
+            raise CheckpointError(
+                f"{self.url}: size/checksum {self._hashed}/{self._digest.hexdigest()} differs from the "
+                f"manifest's {entry['size']}/{entry['xxh3']}; the file is corrupt or was changed after saving: "
+                "restore it or load another checkpoint"
+            )
 
 
 def load_safetensors(data: bytes, url: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

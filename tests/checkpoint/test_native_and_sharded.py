@@ -184,8 +184,13 @@ def test_corrupt_file_is_reported_by_name(tmp_path, sharded):
     data[len(data) // 2] ^= 0xFF
     open(victim, "wb").write(bytes(data))
     model2, opt2 = fresh(cfg)
+    # unsharded files are checked while they are read; sharded ones only when asked (a second full read)
     with pytest.raises(CheckpointError, match=os.path.basename(victim) + ".*checksum"):
-        load_checkpoint(path, model2, opt2)
+        load_checkpoint(path, model2, opt2, verify=sharded)
+    if sharded:  # a truncated shard is caught by its size, without reading
+        open(victim, "wb").write(bytes(data[:-1]))
+        with pytest.raises(CheckpointError, match=os.path.basename(victim) + ".*bytes"):
+            load_checkpoint(path, model2, opt2)
 
 
 def test_unknown_folder_and_mismatched_model_fail_clearly(tmp_path):

@@ -17,7 +17,8 @@ from olmo_fn.dist import shutdown_distributed
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 from olmo_fn.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from olmo_fn.checkpoint.native import read_native_dir  # noqa: E402
+from olmo_fn.checkpoint.native import native_source  # noqa: E402
+from olmo_fn.checkpoint.source import collect  # noqa: E402
 from tests.checkpoint.helpers import config_dict, tiny_cfg, trained, trainer_state  # noqa: E402
 
 
@@ -55,11 +56,14 @@ def load(folder):
         model, opt, options=StateDictOptions(full_state_dict=True, flatten_optimizer_state_dict=True)
     )
     if rank == 0:
-        reference = read_native_dir(os.path.join(folder, "step2-unsharded"))
-        assert sorted(msd) == sorted(reference.model)
-        assert all(torch.equal(msd[k], reference.model[k]) for k in msd)
-        tensors = {k: v for k, v in reference.optim.items() if isinstance(v, torch.Tensor)}
-        assert all(torch.equal(osd[k], v) for k, v in tensors.items()), "optimizer state differs"
+        reference = collect(native_source(os.path.join(folder, "step2-unsharded")))
+        model_ref = {k[len("model.") :]: v for k, v in reference.items() if k.startswith("model.")}
+        assert sorted(msd) == sorted(model_ref)
+        assert all(torch.equal(msd[k], model_ref[k]) for k in msd)
+        optim_ref = {k[len("optim.") :]: v for k, v in reference.items() if k.startswith("optim.")}
+        assert optim_ref and all(torch.equal(osd[k], v) for k, v in optim_ref.items()), (
+            "optimizer state differs"
+        )
         print(f"LOADED OK world={world}", flush=True)
 
 
