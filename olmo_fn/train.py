@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 
@@ -27,29 +28,20 @@ from olmo_fn.data.loader import (
     loader_state_dict,
     order_sampler,
 )
-from olmo_fn.data.memmap import build_token_dataset
 from olmo_fn.data.order import write_global_indices
 from olmo_fn.dist import DistEnv, init_distributed
-from olmo_fn.errors import ConfigError
-from olmo_fn.eval import build_eval_datasets, evaluate_lm
+from olmo_fn.errors import ConfigError, OlmoFnError
+from olmo_fn.eval import evaluate_lm
 from olmo_fn.metrics import SpeedMeter, device_peak_flops, peak_memory_bytes
 from olmo_fn.model import Transformer, flops_per_token, init_weights
 from olmo_fn.optim import build_optimizer, lr_at, max_grad_norm_at
 from olmo_fn.parallel import parallelize
+from olmo_fn.preflight import open_data, preflight
+from olmo_fn.run_context import Hooks, Run, TrainState, saves_due
 from olmo_fn.tracking import Tracker
 from olmo_fn.train_step import train_step
 
 log = logging.getLogger("olmo_fn")
-
-
-@dataclass
-class TrainState:
-    """Where a run stands; checkpointed as the trainer state."""
-
-    step: int = 0
-    tokens_seen: int = 0
-    epoch: int = 0
-    examples_seen_this_epoch: int = 0
 
 
 @dataclass
@@ -99,28 +91,30 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def resolve_load_path(cfg: TrainConfig) -> tuple[str | None, bool]:
-    """(checkpoint to load, whether it is this run's own latest save)."""
-    if cfg.try_load_latest_save:
-        latest = ckpt.find_latest(cfg.save_folder)
-        if latest is not None:
-            return latest, True
-    return cfg.load_path, False
-
-
-def guard_save_folder(cfg: TrainConfig, resuming_own: bool) -> None:
-    """A fresh run may not write into a folder holding checkpoints unless told to (--save_overwrite)."""
-    if resuming_own:
-        return
-    existing = ckpt.find_latest(cfg.save_folder)
-    if existing is None:
-        return
-    if not cfg.save_overwrite:
-        raise ConfigError(
-            f"save_folder {cfg.save_folder} already holds checkpoints ({existing}); pass --save_overwrite to "
-            "replace them, or --try_load_latest_save to resume that run"
-        )
-    remove_checkpoints(cfg.save_folder)
+def prepare_save_folder(cfg: TrainConfig, env: DistEnv) -> tuple[str | None, bool]:
+    """On rank 0 only: find what to load (this run's latest save with --try_load_latest_save, else
+    load_path), clear the folder for --save_overwrite, write config.yaml; the other ranks wait at a barrier
+    and receive the same answer (or the same error). Returns (checkpoint to load, whether it is our own)."""
+    answer: list = [None, False, ""]
+    if env.rank == 0:
+        try:
+            latest = ckpt.find_latest(cfg.save_folder) if cfg.try_load_latest_save else None
+            answer[:2] = (latest, True) if latest is not None else (cfg.load_path, False)
+            if not answer[1] and ckpt.find_latest(cfg.save_folder) is not None:
+                if not cfg.save_overwrite:
+                    raise ConfigError(
+                        f"save_folder: {cfg.save_folder} already holds checkpoints; pass --save_overwrite to "
+                        "replace them, or --try_load_latest_save to resume that run"
+                    )
+                remove_checkpoints(cfg.save_folder)
+            write_config(cfg.save_folder, config_to_dict(cfg))
+        except OlmoFnError as e:
+            answer[2] = str(e)
+    if env.world_size > 1:
+        dist.broadcast_object_list(answer, src=0)
+    if answer[2]:
+        raise ConfigError(answer[2])
+    return answer[0], answer[1]
 
 
 def build_model(cfg: TrainConfig, device: torch.device, mesh: DeviceMesh | None = None) -> nn.Module:
@@ -136,16 +130,17 @@ def build_model(cfg: TrainConfig, device: torch.device, mesh: DeviceMesh | None 
     return model
 
 
-def trainer_state_dict(state: TrainState, loader, env: DistEnv, run_hash: str | None) -> dict:
+def trainer_state_dict(run: Run) -> dict:
+    state = run.state
     return {
         "step": state.step,
         "tokens_seen": state.tokens_seen,
         "epoch": state.epoch,
         "examples_seen_this_epoch": state.examples_seen_this_epoch,
-        "world_size": env.world_size,
-        "data_loader": loader_state_dict(loader),
+        "world_size": run.env.world_size,
+        "data_loader": loader_state_dict(run.loader),
         "rng": rng_state(),
-        "aim_run_hash": run_hash,
+        "aim_run_hash": run.run_hash,
     }
 
 
@@ -166,7 +161,22 @@ def restore(
     return state, ts, ts.get("aim_run_hash")
 
 
-def train(cfg: TrainConfig) -> TrainResult | None:
+def _on_rank0(env: DistEnv, fn, *args):
+    """fn(*args) on rank 0; its OlmoFnError raised on every rank (so none waits for the others)."""
+    box: list = [None, ""]
+    if env.rank == 0:
+        try:
+            box[0] = fn(*args)
+        except OlmoFnError as e:
+            box[1] = str(e)
+    if env.world_size > 1:
+        dist.broadcast_object_list(box, src=0)
+    if box[1]:
+        raise ConfigError(box[1])
+    return box[0]
+
+
+def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult | None:
     """Run (or resume) the training a TrainConfig describes; returns the trained model and where it stands."""
     if cfg.dry_run:  # no process group: a plan for the mesh the parallel degrees describe
         from olmo_fn.dryrun import dry_run_report
@@ -174,8 +184,10 @@ def train(cfg: TrainConfig) -> TrainResult | None:
         print(dry_run_report(cfg))
         return None
     env = init_distributed(cfg.parallel)
-    load_path, resuming_own = resolve_load_path(cfg)
-    guard_save_folder(cfg, resuming_own)
+    checked = _on_rank0(env, preflight, cfg, env.world_size)  # before anything is allocated
+    if env.rank != 0:  # rank 0 checked everything; the others open the data for themselves
+        checked = open_data(cfg)
+    load_path, resuming_own = prepare_save_folder(cfg, env)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, env.device, env.mesh)
     optimizer = build_optimizer(model, cfg.optimizer)
@@ -183,19 +195,8 @@ def train(cfg: TrainConfig) -> TrainResult | None:
     if load_path:
         state, trainer_state, run_hash = restore(cfg, load_path, model, optimizer)
     bolt_on = state.step if (load_path and cfg.reset_optimizer_state and trainer_state) else None
-    if not cfg.data.paths and not cfg.data.datasets:
-        raise ConfigError(
-            "data.paths is empty: pass the token files, e.g. --data.paths=[part-0.npy,part-1.npy]"
-        )
-    dataset = build_token_dataset(
-        cfg.data,
-        seq_len=cfg.model.max_sequence_length,
-        vocab_size=cfg.model.vocab_size,
-        pad_token_id=cfg.model.pad_token_id,
-        eos_token_id=cfg.model.eos_token_id,
-    )
     loader = build_train_loader(
-        dataset,
+        checked.dataset,
         cfg.data,
         global_batch_size=cfg.global_train_batch_size,
         seed=cfg.data.seed if cfg.data.seed is not None else cfg.seed,
@@ -206,13 +207,15 @@ def train(cfg: TrainConfig) -> TrainResult | None:
     )
     if trainer_state is not None and trainer_state.get("data_loader"):
         load_loader_state_dict(loader, trainer_state["data_loader"])
-    if env.rank == 0:
-        write_config(cfg.save_folder, config_to_dict(cfg))
-    return _loop(cfg, env, model, optimizer, loader, state, run_hash, bolt_on)
+    run = Run(cfg, env, model, optimizer, loader, state, hooks=hooks or Hooks(), run_hash=run_hash)
+    for hook in run.hooks.after_build:
+        hook(run)
+    return _loop(run, checked.eval_sets, bolt_on)
 
 
-def _loop(cfg, env, model, optimizer, loader, state: TrainState, run_hash, bolt_on) -> TrainResult:
-    sampler = order_sampler(loader)
+def _loop(run: Run, eval_sets: dict, bolt_on: int | None) -> TrainResult:
+    cfg, env, state = run.cfg, run.env, run.state
+    sampler = order_sampler(run.loader)
     seq = cfg.model.max_sequence_length
     tokens_per_batch = cfg.global_train_batch_size * seq
     max_steps = parse_duration(cfg.max_duration, sampler.batches_per_epoch, tokens_per_batch)
@@ -223,26 +226,24 @@ def _loop(cfg, env, model, optimizer, loader, state: TrainState, run_hash, bolt_
     autocast = torch.bfloat16 if cfg.precision == "amp_bf16" else None
     peak, peak_note = device_peak_flops(env.device, autocast or torch.float32)
     speed = SpeedMeter(flops_per_token(cfg.model, seq), peak)
-    eval_sets = build_eval_datasets(cfg.eval, cfg.data, cfg.model)
-    tracker = Tracker(
+    run.tracker = Tracker(
         cfg.tracking, run_name=cfg.run_name, save_folder=cfg.save_folder, hparams=config_to_dict(cfg),
-        rank=env.rank, total_steps=stop, start_step=state.step, run_hash=run_hash,
+        rank=env.rank, total_steps=stop, start_step=state.step, run_hash=run.run_hash,
     )  # fmt: skip
+    run.run_hash = run.tracker.run_hash
     if peak is None:
-        tracker.write(f"MFU not reported: {peak_note}")
-    result = TrainResult(model, state, None)
+        run.tracker.write(f"MFU not reported: {peak_note}")
+    result = TrainResult(run.model, state, None)
     try:
         if cfg.eval_on_load and eval_sets:
-            result.eval_history.append(
-                (state.step, _evaluate(cfg, env, model, eval_sets, tracker, state.step))
-            )
-        iterator = _epoch_iterator(cfg, env, loader, sampler, state)
+            result.eval_history.append((state.step, _evaluate(run, eval_sets)))
+        iterator = _epoch_iterator(run, sampler)
         while state.step < stop:
             batch = next(iterator)
             start = time.perf_counter()
             progress = (state.step + 1) * (tokens_per_batch if units_tokens else 1)
             metrics = train_step(
-                model, optimizer, batch,
+                run.model, run.optimizer, batch,
                 lr=lr_at(cfg.scheduler, cfg.optimizer.learning_rate, progress, t_max, bolt),
                 microbatch_size=cfg.device_train_microbatch_size,
                 max_grad_norm=max_grad_norm_at(cfg.scheduler, cfg.max_grad_norm, progress),
@@ -252,36 +253,41 @@ def _loop(cfg, env, model, optimizer, loader, state: TrainState, run_hash, bolt_
             speed.record(time.perf_counter() - start, metrics.batch_tokens)
             state.step += 1
             state.tokens_seen += tokens_per_batch
-            state.examples_seen_this_epoch = loader_state_dict(loader)["global_position"]
-            tracker.advance(state.step)
+            state.examples_seen_this_epoch = loader_state_dict(run.loader)["global_position"]
+            for hook in run.hooks.after_step:
+                hook(run, batch, metrics)
+            run.tracker.advance(state.step)
             if state.step % cfg.console_log_interval == 0 or state.step == stop:
-                tracker.log(state.step, _train_metrics(metrics, speed, env), {"subset": "train"})
+                _log(run, _train_metrics(metrics, speed, env), {"subset": "train"})
             if _due(cfg.eval_interval, state.step, stop) and eval_sets:
-                result.eval_history.append(
-                    (state.step, _evaluate(cfg, env, model, eval_sets, tracker, state.step))
-                )
-            result.checkpoint = (
-                _maybe_save(cfg, env, model, optimizer, loader, state, tracker, stop) or result.checkpoint
-            )
+                result.eval_history.append((state.step, _evaluate(run, eval_sets)))
+            for sharded in saves_due(cfg, state.step, stop):
+                result.checkpoint = _save(run, sharded)
     finally:
-        tracker.close()
+        run.tracker.close()
     return result
 
 
-def _epoch_iterator(cfg, env, loader, sampler, state: TrainState):
+def _log(run: Run, metrics: dict, context: dict) -> None:
+    for hook in run.hooks.before_log:
+        hook(run, run.state.step, metrics, context)
+    run.tracker.log(run.state.step, metrics, context)
+
+
+def _epoch_iterator(run: Run, sampler):
     """Batches across epochs; each epoch's global order is written to train_data/global_indices.npy."""
     while True:
-        iterator = iter(loader)
-        if env.rank == 0:
-            write_global_indices(sampler.global_indices(), cfg.save_folder)
-        state.epoch = sampler.epoch
+        iterator = iter(run.loader)
+        if run.env.rank == 0:
+            write_global_indices(sampler.global_indices(), run.cfg.save_folder)
+        run.state.epoch = sampler.epoch
         yielded = False
         for batch in iterator:
             yielded = True
             yield batch
         if not yielded:
             raise ConfigError("the data loader yielded no batch: the global batch is larger than the dataset")
-        state.examples_seen_this_epoch = 0
+        run.state.examples_seen_this_epoch = 0
 
 
 def _due(interval: int | None, step: int, stop: int) -> bool:
@@ -302,38 +308,29 @@ def _train_metrics(m, speed: SpeedMeter, env: DistEnv) -> dict[str, float | None
     }
 
 
-def _evaluate(cfg, env, model, eval_sets, tracker: Tracker, step: int) -> dict[str, float]:
+def _evaluate(run: Run, eval_sets: dict) -> dict[str, float]:
     out = {}
-    autocast = torch.bfloat16 if cfg.precision == "amp_bf16" else None
+    autocast = torch.bfloat16 if run.cfg.precision == "amp_bf16" else None
     for label, dataset in eval_sets.items():
         metrics = evaluate_lm(
-            model, dataset, batch_size=cfg.eval.device_eval_batch_size, max_batches=cfg.eval.eval_subset_num_batches,
-            rank=env.dp_rank, world_size=env.dp_size, autocast_dtype=autocast,
+            run.model, dataset, batch_size=run.cfg.eval.device_eval_batch_size,
+            max_batches=run.cfg.eval.eval_subset_num_batches, rank=run.env.dp_rank, world_size=run.env.dp_size,
+            autocast_dtype=autocast,
         )  # fmt: skip
-        tracker.log(step, metrics, {"subset": "eval", "dataset": label})
+        _log(run, metrics, {"subset": "eval", "dataset": label})
         out.update({f"{label}/{k}": v for k, v in metrics.items()})
     return out
 
 
-def _maybe_save(
-    cfg, env, model, optimizer, loader, state: TrainState, tracker: Tracker, stop: int
-) -> str | None:
-    """Save what is due at this step: sharded and/or unsharded by interval, and always one at the end."""
-    final = state.step == stop
-    due = {
-        True: cfg.save_interval and state.step % cfg.save_interval == 0,
-        False: cfg.save_interval_unsharded and state.step % cfg.save_interval_unsharded == 0,
-    }
-    keep = {True: cfg.save_num_checkpoints_to_keep, False: cfg.save_num_unsharded_checkpoints_to_keep}
-    if final and not any(due[kind] and keep[kind] != 0 for kind in due):
-        due[keep[False] == 0] = True  # the end of a run is always saved, unsharded unless that kind is off
-    path = None
-    for sharded in (True, False):
-        if due[sharded] and keep[sharded] != 0:
-            trainer = trainer_state_dict(state, loader, env, tracker.run_hash)
-            path = ckpt.save_checkpoint(
-                cfg.save_folder, state.step, model, optimizer, trainer, config_to_dict(cfg), sharded=sharded,
-                keep=keep[sharded],
-            )  # fmt: skip
-            tracker.write(f"[step {state.step}] checkpoint saved: {path}")
+def _save(run: Run, sharded: bool) -> str:
+    """Write one checkpoint of the kind asked (collective), then tell the hooks."""
+    cfg = run.cfg
+    keep = cfg.save_num_checkpoints_to_keep if sharded else cfg.save_num_unsharded_checkpoints_to_keep
+    path = ckpt.save_checkpoint(
+        cfg.save_folder, run.state.step, run.model, run.optimizer, trainer_state_dict(run), config_to_dict(cfg),
+        sharded=sharded, keep=keep,
+    )  # fmt: skip
+    run.tracker.write(f"[step {run.state.step}] checkpoint saved: {path}")
+    for hook in run.hooks.after_save:
+        hook(run, path)
     return path

@@ -41,7 +41,9 @@ def evaluate_lm(
     """CrossEntropyLoss (mean over label tokens) and Perplexity of `model` on `dataset`, over all ranks.
 
     Instances are taken in file order; rank r evaluates instances r, r + world_size, ... of each batch
-    group, so the result does not depend on the number of ranks.
+    group, so the result does not depend on the number of ranks. Every rank runs the same number of forward
+    passes (FSDP and TP gather inside them): a rank left without rows in the last group runs a dummy row
+    whose loss is not counted.
     """
     device = next(model.parameters()).device
     was_training = model.training
@@ -53,10 +55,10 @@ def evaluate_lm(
         n_batches = min(n_batches, max_batches)
     for b in range(n_batches):
         indices = range(b * group + rank, min((b + 1) * group, len(dataset)), world_size)
-        if not indices:
-            continue
-        input_ids = torch.stack([dataset[i]["input_ids"] for i in indices]).to(device)
+        input_ids = torch.stack([dataset[i]["input_ids"] for i in indices or [0]]).to(device)
         labels = shift_labels(input_ids)
+        if not indices:  # the dummy row: same shapes and collectives, nothing counted
+            labels.fill_(IGNORE_INDEX)
         autocast = torch.autocast(device.type, autocast_dtype, enabled=autocast_dtype is not None)
         with autocast:
             out = model(input_ids, labels=labels)

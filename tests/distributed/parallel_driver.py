@@ -4,7 +4,8 @@
 
 For each case (named by the YAML's stem), every rank writes OUT_DIR/{case}.rank{R}.json: its mesh position
 (dp rank, dp size), the input_ids of every batch it trained on, the losses (rank 0) and each step's wall time;
-rank 0 writes OUT_DIR/{case}.init.safetensors, the full parameters right after initialisation.
+rank 0 writes OUT_DIR/{case}.init.safetensors, the full parameters right after initialisation (or loading).
+Everything is observed through the run's hooks.
 """
 
 import json
@@ -16,61 +17,43 @@ import yaml
 from safetensors.torch import save_file
 from torch.distributed.tensor import DTensor
 
-from olmo_fn import tracking
-from olmo_fn import train as train_module
 from olmo_fn.config import TrainConfig
 from olmo_fn.config_io import config_from_dict
 from olmo_fn.dist import shutdown_distributed
+from olmo_fn.run_context import Hooks
+from olmo_fn.train import train
 
 
 def run_case(config_path: Path, out: Path) -> None:
     cfg = config_from_dict(TrainConfig, yaml.safe_load(config_path.read_text()))
-    record = {"batches": [], "losses": {}, "step_times": []}
-    env_box = {}
-    original = {
-        "init": train_module.init_distributed,
-        "build": train_module.build_model,
-        "step": train_module.train_step,
-        "log": tracking.Tracker.log,
-    }
+    record = {"batches": [], "losses": {}, "evals": {}, "step_times": []}
+    clock = {}
 
-    def init_distributed(parallel):
-        env = original["init"](parallel)
-        env_box["env"] = env
+    def after_build(run):
+        env = run.env
         record.update(rank=env.rank, dp_rank=env.dp_rank, dp_size=env.dp_size, world_size=env.world_size)
-        return env
-
-    def build_model(*args, **kwargs):
-        model = original["build"](*args, **kwargs)
         full = {
-            n: p.full_tensor() if isinstance(p, DTensor) else p.detach() for n, p in model.named_parameters()
+            n: p.full_tensor() if isinstance(p, DTensor) else p.detach() for n, p in run.model.named_parameters()
         }
-        if env_box["env"].rank == 0:
+        if env.rank == 0:
             save_file(
-                {n: t.contiguous() for n, t in full.items()},
-                str(out / f"{config_path.stem}.init.safetensors"),
+                {n: t.contiguous() for n, t in full.items()}, str(out / f"{config_path.stem}.init.safetensors")
             )
-        return model
+        clock["last"] = time.perf_counter()
 
-    def train_step(model, optimizer, batch, **kwargs):
+    def after_step(run, batch, metrics):
         record["batches"].append(batch["input_ids"].tolist())
-        start = time.perf_counter()
-        metrics = original["step"](model, optimizer, batch, **kwargs)
-        record["step_times"].append(time.perf_counter() - start)
-        return metrics
+        now = time.perf_counter()
+        record["step_times"].append(now - clock["last"])
+        clock["last"] = now
 
-    def log(self, step, metrics, context, console=True):
-        original["log"](self, step, metrics, context, console)
+    def before_log(run, step, metrics, context):
         if context.get("subset") == "train":
             record["losses"][step] = metrics["loss"]
+        else:
+            record["evals"][f"{step}/{context['dataset']}"] = metrics["CrossEntropyLoss"]
 
-    train_module.init_distributed, train_module.build_model = init_distributed, build_model
-    train_module.train_step, tracking.Tracker.log = train_step, log
-    try:
-        train_module.train(cfg)
-    finally:
-        train_module.init_distributed, train_module.build_model = original["init"], original["build"]
-        train_module.train_step, tracking.Tracker.log = original["step"], original["log"]
+    train(cfg, Hooks(after_build=[after_build], after_step=[after_step], before_log=[before_log]))
     (out / f"{config_path.stem}.rank{record['rank']}.json").write_text(json.dumps(record))
 
 

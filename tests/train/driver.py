@@ -3,8 +3,9 @@
     python driver.py CONFIG.yaml LOSSES.jsonl [--kill-after-step K | --kill-during-save K]
     torchrun --standalone --nproc_per_node=2 driver.py CONFIG.yaml LOSSES.jsonl
 
-Losses of every step (rank 0) are appended to LOSSES.jsonl. A kill is a real SIGKILL of this process: after step K
-has been logged, or in the middle of writing step K's checkpoint (after its first file).
+Losses of every step (rank 0) are appended to LOSSES.jsonl (through the run's before_log hook). A kill is a
+real SIGKILL of this process: after step K has been logged, or in the middle of writing step K's checkpoint
+(after its first whole-file write: a fault injected into storage, not an observation).
 """
 
 import json
@@ -14,11 +15,11 @@ import sys
 
 import yaml
 
-from olmo_fn import tracking
 from olmo_fn.checkpoint import storage
 from olmo_fn.config import TrainConfig
 from olmo_fn.config_io import config_from_dict
 from olmo_fn.dist import shutdown_distributed
+from olmo_fn.run_context import Hooks
 from olmo_fn.train import train
 
 
@@ -26,12 +27,10 @@ def main() -> None:
     config_path, losses_path, *rest = sys.argv[1:]
     mode, kill_step = (rest[0], int(rest[1])) if rest else (None, -1)
     cfg = config_from_dict(TrainConfig, yaml.safe_load(open(config_path)))
-    original_log = tracking.Tracker.log
     current = {"step": 0}
 
-    def log(self, step, metrics, context, console=True):
-        original_log(self, step, metrics, context, console)
-        if context.get("subset") == "train" and self.rank == 0:
+    def log(run, step, metrics, context):
+        if context.get("subset") == "train" and run.env.rank == 0:
             with open(losses_path, "a") as f:
                 f.write(json.dumps({"step": step, "loss": metrics["loss"]}) + "\n")
             current["step"] = step
@@ -45,9 +44,8 @@ def main() -> None:
         if mode == "--kill-during-save" and current["step"] == kill_step:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    tracking.Tracker.log = log
     storage.write_bytes = write_bytes
-    train(cfg)
+    train(cfg, Hooks(before_log=[log]))
     shutdown_distributed()
 
 

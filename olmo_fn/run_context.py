@@ -1,0 +1,77 @@
+"""The typed values a training run threads through its loop, the hooks that observe it, and the save policy.
+
+`Run` holds what the loop works on (config, process environment, model, optimizer, loader, state,
+tracker, hooks); `Hooks` are the few places tests and tools look in (after the model is built, after a
+step, after a save, before a log line) instead of patching module internals; `saves_due` says which
+checkpoint kinds a step writes, as a pure function of the step and the config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from olmo_fn.config import TrainConfig
+from olmo_fn.dist import DistEnv
+
+
+@dataclass
+class TrainState:
+    """Where a run stands; checkpointed as the trainer state."""
+
+    step: int = 0
+    tokens_seen: int = 0
+    epoch: int = 0
+    examples_seen_this_epoch: int = 0
+
+
+@dataclass
+class Hooks:
+    """Observers of a run, called on every rank; each list may hold any number of callables.
+
+    after_build(run)                        the model is initialised or loaded, before the first step
+    after_step(run, batch, metrics)         a step was applied (batch: this rank's input)
+    after_save(run, path)                   a checkpoint was written and committed
+    before_log(run, step, metrics, context) a metrics record is about to go to the console / Aim
+    """
+
+    after_build: list[Callable[[Run], None]] = field(default_factory=list)
+    after_step: list[Callable[[Run, dict, Any], None]] = field(default_factory=list)
+    after_save: list[Callable[[Run, str], None]] = field(default_factory=list)
+    before_log: list[Callable[[Run, int, dict, dict], None]] = field(default_factory=list)
+
+
+@dataclass
+class Run:
+    """One training run in progress."""
+
+    cfg: TrainConfig
+    env: DistEnv
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loader: Any
+    state: TrainState
+    tracker: Any = None
+    hooks: Hooks = field(default_factory=Hooks)
+    run_hash: str | None = None
+
+
+def saves_due(cfg: TrainConfig, step: int, stop: int) -> list[bool]:
+    """Which checkpoint kinds step writes: True = sharded, False = unsharded (sharded first).
+
+    A kind is due at its interval unless its keep count is 0 (that kind is off); the last step is always
+    saved, unsharded unless unsharded checkpoints are off.
+    """
+    rules = {
+        True: (cfg.save_interval, cfg.save_num_checkpoints_to_keep),
+        False: (cfg.save_interval_unsharded, cfg.save_num_unsharded_checkpoints_to_keep),
+    }
+    due = [kind for kind, (every, keep) in rules.items() if keep != 0 and every and step % every == 0]
+    if step == stop and not due:
+        kind = rules[False][1] == 0
+        due = [kind] if rules[kind][1] != 0 else []
+    return due
