@@ -84,10 +84,11 @@ def _batch(cfg: TrainConfig, degrees: tuple[int, int, int]) -> None:
             f"ranks; use a multiple of {dp}"
         )
     per_rank = cfg.global_train_batch_size // dp
-    if per_rank % cfg.device_train_microbatch_size:
+    if cfg.device_train_microbatch_size < per_rank and per_rank % cfg.device_train_microbatch_size:
         raise ConfigError(
             f"device_train_microbatch_size: {cfg.device_train_microbatch_size} does not divide the "
-            f"{per_rank} instances each data-parallel rank gets per step; use a divisor of {per_rank}"
+            f"{per_rank} instances each data-parallel rank gets per step; use a divisor of {per_rank} (a larger "
+            "value means one micro-batch of them all)"
         )
 
 
