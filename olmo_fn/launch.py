@@ -42,8 +42,9 @@ def run_cli(default: TrainConfig, description: str | None, run: Callable[[TrainC
 
     try:
         run(cfg)
-    except OlmoFnError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except OlmoFnError as e:  # one line per problem (preflight reports them all at once)
+        for line in str(e).splitlines():
+            print(f"error: {line}", file=sys.stderr)
         sys.exit(2)
     shutdown_distributed()
 

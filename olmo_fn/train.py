@@ -178,10 +178,13 @@ def _on_rank0(env: DistEnv, fn, *args):
 
 def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult | None:
     """Run (or resume) the training a TrainConfig describes; returns the trained model and where it stands."""
-    if cfg.dry_run:  # no process group: a plan for the mesh the parallel degrees describe
-        from olmo_fn.dryrun import dry_run_report
+    if cfg.dry_run:  # no process group: the checks and a plan for the mesh the parallel degrees describe
+        from olmo_fn.dryrun import dry_run_report, plan_degrees
 
+        has_data = bool(cfg.data.paths or cfg.data.datasets)
+        preflight(cfg, math.prod(plan_degrees(cfg)), with_data=has_data)
         print(dry_run_report(cfg))
+        print("preflight: passed" + ("" if has_data else " (no data.paths given: the data was not checked)"))
         return None
     env = init_distributed(cfg.parallel)
     checked = _on_rank0(env, preflight, cfg, env.world_size)  # before anything is allocated

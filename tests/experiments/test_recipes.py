@@ -75,11 +75,18 @@ def test_help_lists_every_field_with_the_recipe_default():
     assert "OLMo-2-7B" in text and "(default: 4096)" in text
 
 
-def test_dry_run_prints_parameters_and_touches_no_data(tmp_path):
-    out = _run(["experiments/olmo_7b_0724.py", "--dry_run", f"--save_folder={tmp_path}/run",
-                "--data.paths=[/nonexistent/a.npy,/nonexistent/b.npy]"])  # fmt: skip
+def test_dry_run_prints_parameters_and_writes_nothing(tmp_path):
+    out = _run(["experiments/olmo_7b_0724.py", "--dry_run", f"--save_folder={tmp_path}/run"])
     assert out.returncode == 0, out.stderr
     assert "parameters: 6888095744" in out.stdout
     assert "flops per token:" in out.stdout and "memory per device" in out.stdout
-    assert "- /nonexistent/b.npy" in out.stdout
+    assert "preflight: passed (no data.paths given" in out.stdout
+    assert not (tmp_path / "run").exists()
+
+
+def test_dry_run_runs_the_preflight_checks(tmp_path):
+    out = _run(["experiments/olmo_7b_0724.py", "--dry_run", f"--save_folder={tmp_path}/run",
+                "--data.paths=[/nonexistent/a.npy,/nonexistent/b.npy]"])  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.splitlines() == ["error: /nonexistent/a.npy: file not found; check the path (and, for a URL, its bucket and credentials)"]
     assert not (tmp_path / "run").exists()

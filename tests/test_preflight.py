@@ -1,0 +1,95 @@
+"""preflight: everything a run touches is checked before anything is allocated; each problem is one line."""
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from olmo_fn.checkpoint import save_checkpoint
+from olmo_fn.config import EvalConfig, ParallelConfig, TokenizerConfig
+from olmo_fn.config_io import config_to_dict
+from olmo_fn.errors import ConfigError
+from olmo_fn.model import Transformer
+from olmo_fn.preflight import preflight
+from tests.train.conftest import tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _problems(cfg, world=1) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        preflight(cfg, world)
+    return str(info.value).splitlines()
+
+
+def test_a_good_config_passes_and_hands_over_its_datasets(tmp_path):
+    cfg = tiny_config(tmp_path)
+    checked = preflight(cfg, 1)
+    assert len(checked.dataset) == 100 and list(checked.eval_sets) == ["valid"]
+    assert preflight(cfg, 4).degrees == (1, 4, 1)
+
+
+def test_data_problems_name_the_file(tmp_path):
+    cfg = tiny_config(tmp_path)
+    bad = tmp_path / "big-ids.npy"
+    np.full(64, 5000, dtype=np.uint16).tofile(bad)
+    odd = tmp_path / "odd.npy"
+    odd.write_bytes(b"abc")
+    for path, words in ((tmp_path / "missing.npy", "file not found"), (bad, "not below vocab_size"),
+                        (odd, "not a multiple of 2")):  # fmt: skip
+        (line,) = _problems(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, paths=[str(path)])))
+        assert str(path) in line and words in line
+    (line,) = _problems(dataclasses.replace(cfg, eval=EvalConfig(datasets={"v": [str(tmp_path / "nope.npy")]})))
+    assert line.startswith("eval.datasets:") and "nope.npy" in line
+
+
+def test_batch_arithmetic_degrees_and_every_problem_at_once(tmp_path):
+    cfg = tiny_config(tmp_path, global_train_batch_size=6, device_train_microbatch_size=2)
+    (line,) = _problems(cfg, world=4)
+    assert line.startswith("global_train_batch_size: 6 does not divide over 4")
+    (line,) = _problems(dataclasses.replace(cfg, global_train_batch_size=12, device_train_microbatch_size=4), 2)
+    assert line.startswith("device_train_microbatch_size: 4 does not divide the 6 instances")
+    many = dataclasses.replace(cfg, parallel=ParallelConfig(tp=3), data=dataclasses.replace(cfg.data, paths=[]))
+    lines = _problems(many, world=4)
+    assert len(lines) == 2
+    assert lines[0].startswith("parallel: dp_replicate 1 x dp_shard -1 x tp 3") and "data.paths is empty" in lines[1]
+
+
+def test_save_folder_load_path_and_tokenizer(tmp_path):
+    cfg = tiny_config(tmp_path)
+    model = Transformer(cfg.model)
+    save_checkpoint(cfg.save_folder, 3, model, None, {}, config_to_dict(cfg), sharded=False, keep=-1)
+    (line,) = _problems(cfg)
+    assert line.startswith(f"save_folder: {cfg.save_folder} already holds checkpoints")
+    preflight(dataclasses.replace(cfg, save_overwrite=True), 1)
+    preflight(dataclasses.replace(cfg, try_load_latest_save=True), 1)
+    fresh = dataclasses.replace(cfg, save_folder=str(tmp_path / "other"))
+    (line,) = _problems(dataclasses.replace(fresh, load_path=str(tmp_path / "no-such-checkpoint")))
+    assert line.startswith("load_path:") and "no-such-checkpoint" in line
+    wider = dataclasses.replace(fresh, model=dataclasses.replace(cfg.model, d_model=64), load_path=f"{cfg.save_folder}/step3-unsharded")
+    (line,) = _problems(wider)
+    assert line.startswith("load_path: the checkpoint's model.d_model is 32 but the run's is 64")
+    from tokenizers import Tokenizer, models
+
+    tok = tmp_path / "tok.json"
+    Tokenizer(models.WordLevel({f"w{i}": i for i in range(100)}, unk_token="w0")).save(str(tok))
+    (line,) = _problems(dataclasses.replace(fresh, tokenizer=TokenizerConfig(identifier=str(tok))))
+    assert line.startswith("tokenizer.identifier: the tokenizer has 100 tokens but model.vocab_size is 64")
+
+
+def test_the_7b_recipe_with_a_missing_file_fails_in_one_line_before_building(tmp_path):
+    """Nothing of the 7B model is allocated (that alone would take ~110 GB with AdamW): the run stops at
+    the file, exit 2, one line, no traceback, nothing written."""
+    out = subprocess.run(
+        [sys.executable, "experiments/olmo_7b.py", f"--data.paths=[{tmp_path}/missing.npy]",
+         f"--save_folder={tmp_path}/run"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.splitlines() == [
+        f"error: {tmp_path}/missing.npy: file not found; check the path (and, for a URL, its bucket and credentials)"
+    ]
+    assert not (tmp_path / "run").exists()
