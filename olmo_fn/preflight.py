@@ -94,7 +94,9 @@ def _batch(cfg: TrainConfig, degrees: tuple[int, int, int]) -> None:
 
 def _train_data(cfg: TrainConfig) -> TokenDataset:
     if not cfg.data.paths and not cfg.data.datasets:
-        raise ConfigError("data.paths is empty: pass the token files, e.g. --data.paths=[part-0.npy,part-1.npy]")
+        raise ConfigError(
+            "data.paths is empty: pass the token files, e.g. --data.paths=[part-0.npy,part-1.npy]"
+        )
     dataset = build_token_dataset(
         cfg.data,
         seq_len=cfg.model.max_sequence_length,

@@ -226,7 +226,7 @@ def _loop(run: Run, eval_sets: dict, bolt_on: int | None) -> TrainResult:
     units_tokens = cfg.scheduler.units == "tokens"
     t_max = max_steps * tokens_per_batch if units_tokens else max_steps
     bolt = None if bolt_on is None else bolt_on * (tokens_per_batch if units_tokens else 1)
-    autocast = torch.bfloat16 if cfg.precision == "amp_bf16" else None
+    autocast = autocast_dtype(cfg.precision, env.device)
     peak, peak_note = device_peak_flops(env.device, autocast or torch.float32)
     speed = SpeedMeter(flops_per_token(cfg.model, seq), peak)
     run.tracker = Tracker(
@@ -236,6 +236,10 @@ def _loop(run: Run, eval_sets: dict, bolt_on: int | None) -> TrainResult:
     run.run_hash = run.tracker.run_hash
     if peak is None:
         run.tracker.write(f"MFU not reported: {peak_note}")
+    if cfg.precision == "amp_bf16" and autocast is None:
+        run.tracker.write(
+            "precision: amp_bf16 runs as fp32 here (bf16 matrix products on a CPU are ~100x slower)"
+        )
     result = TrainResult(run.model, state, None)
     try:
         if cfg.eval_on_load and eval_sets:
@@ -269,6 +273,11 @@ def _loop(run: Run, eval_sets: dict, bolt_on: int | None) -> TrainResult:
     finally:
         run.tracker.close()
     return result
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast for amp_bf16 on accelerators; None (fp32) otherwise, also for amp_bf16 on a CPU."""
+    return torch.bfloat16 if precision == "amp_bf16" and device.type != "cpu" else None
 
 
 def _log(run: Run, metrics: dict, context: dict) -> None:
@@ -313,7 +322,7 @@ def _train_metrics(m, speed: SpeedMeter, env: DistEnv) -> dict[str, float | None
 
 def _evaluate(run: Run, eval_sets: dict) -> dict[str, float]:
     out = {}
-    autocast = torch.bfloat16 if run.cfg.precision == "amp_bf16" else None
+    autocast = autocast_dtype(run.cfg.precision, run.env.device)
     for label, dataset in eval_sets.items():
         metrics = evaluate_lm(
             run.model, dataset, batch_size=run.cfg.eval.device_eval_batch_size,

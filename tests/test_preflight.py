@@ -42,7 +42,9 @@ def test_data_problems_name_the_file(tmp_path):
                         (odd, "not a multiple of 2")):  # fmt: skip
         (line,) = _problems(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, paths=[str(path)])))
         assert str(path) in line and words in line
-    (line,) = _problems(dataclasses.replace(cfg, eval=EvalConfig(datasets={"v": [str(tmp_path / "nope.npy")]})))
+    (line,) = _problems(
+        dataclasses.replace(cfg, eval=EvalConfig(datasets={"v": [str(tmp_path / "nope.npy")]}))
+    )
     assert line.startswith("eval.datasets:") and "nope.npy" in line
 
 
@@ -50,12 +52,19 @@ def test_batch_arithmetic_degrees_and_every_problem_at_once(tmp_path):
     cfg = tiny_config(tmp_path, global_train_batch_size=6, device_train_microbatch_size=2)
     (line,) = _problems(cfg, world=4)
     assert line.startswith("global_train_batch_size: 6 does not divide over 4")
-    (line,) = _problems(dataclasses.replace(cfg, global_train_batch_size=12, device_train_microbatch_size=4), 2)
+    (line,) = _problems(
+        dataclasses.replace(cfg, global_train_batch_size=12, device_train_microbatch_size=4), 2
+    )
     assert line.startswith("device_train_microbatch_size: 4 does not divide the 6 instances")
-    many = dataclasses.replace(cfg, parallel=ParallelConfig(tp=3), data=dataclasses.replace(cfg.data, paths=[]))
+    many = dataclasses.replace(
+        cfg, parallel=ParallelConfig(tp=3), data=dataclasses.replace(cfg.data, paths=[])
+    )
     lines = _problems(many, world=4)
     assert len(lines) == 2
-    assert lines[0].startswith("parallel: dp_replicate 1 x dp_shard -1 x tp 3") and "data.paths is empty" in lines[1]
+    assert (
+        lines[0].startswith("parallel: dp_replicate 1 x dp_shard -1 x tp 3")
+        and "data.paths is empty" in lines[1]
+    )
 
 
 def test_save_folder_load_path_and_tokenizer(tmp_path):
@@ -69,7 +78,11 @@ def test_save_folder_load_path_and_tokenizer(tmp_path):
     fresh = dataclasses.replace(cfg, save_folder=str(tmp_path / "other"))
     (line,) = _problems(dataclasses.replace(fresh, load_path=str(tmp_path / "no-such-checkpoint")))
     assert line.startswith("load_path:") and "no-such-checkpoint" in line
-    wider = dataclasses.replace(fresh, model=dataclasses.replace(cfg.model, d_model=64), load_path=f"{cfg.save_folder}/step3-unsharded")
+    wider = dataclasses.replace(
+        fresh,
+        model=dataclasses.replace(cfg.model, d_model=64),
+        load_path=f"{cfg.save_folder}/step3-unsharded",
+    )
     (line,) = _problems(wider)
     assert line.startswith("load_path: the checkpoint's model.d_model is 32 but the run's is 64")
     from tokenizers import Tokenizer, models

@@ -134,7 +134,9 @@ def launch(nproc: int, out: str, *args: str) -> list[dict]:
         cmd += module
     proc = subprocess.run([*cmd, *args, "--out", out], capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
-        raise RuntimeError(f"worker on {nproc} process(es) failed:\n{proc.stdout[-2000:]}{proc.stderr[-4000:]}")
+        raise RuntimeError(
+            f"worker on {nproc} process(es) failed:\n{proc.stdout[-2000:]}{proc.stderr[-4000:]}"
+        )
     reports = [json.loads(Path(out, f"rank{r}.json").read_text()) for r in range(nproc)]
     shutil.rmtree(out)
     return reports
@@ -235,6 +237,11 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _num(x: float) -> str:
+    """Three significant digits at least (tiny test runs), thousands separated."""
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
 def _mb(n: float) -> str:
     return f"{n / 1e6:,.0f} MB"
 
@@ -317,16 +324,20 @@ def _report(b, cfg, nbytes, sizes, written, baseline, threads, rows) -> None:
             f"{'peak/rank':>10} {'peak total':>11} {'mem limit':>10} {'memory':>6} {'load/raw':>8} {'speed':>5}")  # fmt: skip
     print(head)
     for r in rows:
-        print(f"{r['format']:>9} {r['ranks']:>5} {r['seconds']:>8.2f} {r['MBps']:>7,.0f} {r['raw_MBps']:>9,.0f} "
+        print(f"{r['format']:>9} {r['ranks']:>5} {_num(r['seconds']):>8} {_num(r['MBps']):>7} {_num(r['raw_MBps']):>9} "
               f"{r['rss_before_per_rank'] / 1e6:>8,.0f} MB {r['rss_peak_per_rank'] / 1e6:>7,.0f} MB "
               f"{r['rss_peak_total'] / 1e6:>8,.0f} MB {r['memory_limit'] / 1e6:>7,.0f} MB "
-              f"{'PASS' if r['memory_ok'] else 'FAIL':>6} {r['speed_ratio']:>8.2f} "
+              f"{'PASS' if r['memory_ok'] else 'FAIL':>6} {_num(r['speed_ratio']):>8} "
               f"{'PASS' if r['speed_ok'] else 'FAIL':>5}")  # fmt: skip
-    print("RSS before: peak RSS after building the model and optimizer, before the load (max over ranks); "
-          "peak/rank: max over ranks after the load; peak total: sum over ranks")
+    print(
+        "RSS before: peak RSS after building the model and optimizer, before the load (max over ranks); "
+        "peak/rank: max over ranks after the load; peak total: sum over ranks"
+    )
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] != ["worker"]:
-        sys.exit("usage: python -m olmo_fn.benchmarks.load worker MODE ... (the benchmark: tools/bench.py load)")
+        sys.exit(
+            "usage: python -m olmo_fn.benchmarks.load worker MODE ... (the benchmark: tools/bench.py load)"
+        )
     _worker_main(sys.argv[2:])

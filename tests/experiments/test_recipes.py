@@ -88,5 +88,7 @@ def test_dry_run_runs_the_preflight_checks(tmp_path):
     out = _run(["experiments/olmo_7b_0724.py", "--dry_run", f"--save_folder={tmp_path}/run",
                 "--data.paths=[/nonexistent/a.npy,/nonexistent/b.npy]"])  # fmt: skip
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert out.stderr.splitlines() == ["error: /nonexistent/a.npy: file not found; check the path (and, for a URL, its bucket and credentials)"]
+    assert out.stderr.splitlines() == [
+        "error: /nonexistent/a.npy: file not found; check the path (and, for a URL, its bucket and credentials)"
+    ]
     assert not (tmp_path / "run").exists()

@@ -1,0 +1,64 @@
+"""Every official recipe trains for real at reduced size on 2 gloo processes, saves, and resumes.
+
+Each experiment file runs exactly as a user starts it (`torchrun --standalone --nproc_per_node=2
+experiments/X.py ...`), shrunk only in width, depth, sequence length and batch size; everything else is the
+recipe's own: schedule, clip warmup, z-loss, instance filter, save policy, precision (amp_bf16 falls back to
+fp32 on the CPU with a note), its parallel settings. Two overrides are for this 2-core machine: no
+torch.compile (minutes of CPU compilation; compiled training is tested elsewhere) and 2 data workers per
+rank instead of the recipe's 16-32. The first launch stops after step 2 (saving, as every run's end does);
+the second resumes with --try_load_latest_save and trains step 3.
+"""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.experiments.test_recipes import RECIPES, load_recipe
+
+ROOT = Path(__file__).resolve().parents[2]
+SHRINK = [
+    "--model.n_layers=2", "--model.d_model=128", "--model.n_heads=4", "--model.n_kv_heads=4",
+    "--model.mlp_hidden_size=512", "--model.max_sequence_length=128", "--global_train_batch_size=8",
+    "--device_train_microbatch_size=4",
+]  # fmt: skip
+MACHINE = ["--no-compile", "--data.num_workers=2", "--tracking.no-aim", "--console_log_interval=1"]
+STEP = re.compile(r"\[step (\d+)\] train loss=([0-9.e+-]+)")
+
+
+def _tokens(tmp: Path, dtype: str, vocab: int) -> Path:
+    path = tmp / f"tokens-{dtype}.npy"
+    if not path.exists():
+        rng = np.random.default_rng(0)
+        rng.integers(0, vocab, size=64 * 128).astype(dtype).tofile(path)
+    return path
+
+
+def _launch(args: list[str]) -> str:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    return out.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_recipe_trains_saves_and_resumes_on_two_processes(tmp_path, name):
+    cfg = load_recipe(name).config()
+    data = _tokens(tmp_path, cfg.data.memmap_dtype, cfg.model.vocab_size)
+    common = [f"experiments/{name}.py", *SHRINK, *MACHINE, f"--data.paths=[{data}]",
+              f"--save_folder={tmp_path}/run"]  # fmt: skip
+    first = _launch([*common, "--stop_at=2"])
+    assert [int(s) for s, _ in STEP.findall(first)] == [1, 2]
+    if cfg.precision == "amp_bf16":
+        assert "amp_bf16 runs as fp32 here" in first
+    saved = [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith("step2")]
+    assert saved, sorted(p.name for p in (tmp_path / "run").iterdir())
+    second = _launch([*common, "--stop_at=3", "--try_load_latest_save"])
+    steps = STEP.findall(second)
+    assert [int(s) for s, _ in steps] == [3]  # it went on from step 2
+    assert 0 < float(steps[0][1]) < 20
+    assert any(p.name.startswith("step3") for p in (tmp_path / "run").iterdir())
