@@ -144,3 +144,68 @@ def gcs_emulator(cwd: Path, bucket: str):
         bucket,
     ]
     return process_server(args, f"http://127.0.0.1:{port}", cwd)
+
+
+class ByteCounter:
+    """Counts the body bytes an HTTP server receives (request bodies) and serves (response bodies)."""
+
+    def __init__(self):
+        self.received = self.served = 0
+        self._lock = threading.Lock()
+
+    def add(self, received: int = 0, served: int = 0) -> None:
+        with self._lock:
+            self.received += received
+            self.served += served
+
+    def reset(self) -> None:
+        with self._lock:
+            self.received = self.served = 0
+
+
+class _CountingInput:
+    def __init__(self, stream, counter: ByteCounter):
+        self.stream, self.counter = stream, counter
+
+    def read(self, *args):
+        data = self.stream.read(*args)
+        self.counter.add(received=len(data))
+        return data
+
+    def readline(self, *args):
+        data = self.stream.readline(*args)
+        self.counter.add(received=len(data))
+        return data
+
+    def __iter__(self):
+        for line in self.stream:
+            self.counter.add(received=len(line))
+            yield line
+
+
+def _counting(app, counter: ByteCounter):
+    def wrapped(environ, start_response):
+        environ["wsgi.input"] = _CountingInput(environ["wsgi.input"], counter)
+        for chunk in app(environ, start_response):
+            counter.add(served=len(chunk))
+            yield chunk
+
+    return wrapped
+
+
+@contextlib.contextmanager
+def counting_moto_server():
+    """moto's S3 in this process behind a WSGI layer that counts body bytes; yields (url, ByteCounter)."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
+
+    counter = ByteCounter()
+    app = _counting(DomainDispatcherApplication(create_backend_app), counter)
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", counter
+    finally:
+        server.shutdown()
+        thread.join(10)
