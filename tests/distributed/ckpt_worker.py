@@ -2,6 +2,7 @@
 
 save DIR          FSDP2 on all ranks: 2 training steps, then a sharded and an unsharded checkpoint
 load DIR          FSDP2 on all ranks: load the sharded one; rank 0 checks it against the unsharded one
+load_full PATH    FSDP2 on all ranks: load a full-state checkpoint (any URL); print a weight fingerprint
 writer DIR        one process saving forever (for the kill test)
 """
 
@@ -67,6 +68,18 @@ def load(folder):
         print(f"LOADED OK world={world}", flush=True)
 
 
+def load_full(path):
+    """Load a full-state checkpoint into an FSDP2 model and optimizer; print a fingerprint of the weights."""
+    from torch.distributed.tensor import DTensor
+
+    model, opt = _fsdp_model(tiny_cfg(), dist.get_rank(), dist.get_world_size())
+    load_checkpoint(path, model, opt)
+    total = sum(
+        (p.full_tensor() if isinstance(p, DTensor) else p).double().sum().item() for p in model.parameters()
+    )
+    print(f"FINGERPRINT rank={dist.get_rank()} {total:.10e}", flush=True)
+
+
 def writer(folder):
     cfg = tiny_cfg(
         d_model=256, n_heads=4, n_layers=4, mlp_hidden_size=1024, vocab_size=4000, embedding_size=4096
@@ -88,6 +101,6 @@ if __name__ == "__main__":
     else:
         dist.init_process_group("gloo")
         try:
-            {"save": save, "load": load}[mode](folder)
+            {"save": save, "load": load, "load_full": load_full}[mode](folder)
         finally:
             shutdown_distributed()

@@ -33,11 +33,13 @@ def run_case(config_path: Path, out: Path) -> None:
         env = run.env
         record.update(rank=env.rank, dp_rank=env.dp_rank, dp_size=env.dp_size, world_size=env.world_size)
         full = {
-            n: p.full_tensor() if isinstance(p, DTensor) else p.detach() for n, p in run.model.named_parameters()
+            n: p.full_tensor() if isinstance(p, DTensor) else p.detach()
+            for n, p in run.model.named_parameters()
         }
         if env.rank == 0:
             save_file(
-                {n: t.contiguous() for n, t in full.items()}, str(out / f"{config_path.stem}.init.safetensors")
+                {n: t.contiguous() for n, t in full.items()},
+                str(out / f"{config_path.stem}.init.safetensors"),
             )
         clock["last"] = time.perf_counter()
 

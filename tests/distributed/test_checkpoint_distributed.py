@@ -8,12 +8,23 @@ import sys
 import time
 from pathlib import Path
 
+import fsspec
+import pytest
 import torch
 
-from olmo_fn.checkpoint import find_latest, load_checkpoint, model_config_of_checkpoint
+from olmo_fn.checkpoint import find_latest, load_checkpoint, model_config_of_checkpoint, save_checkpoint, storage
 from olmo_fn.checkpoint.storage import read_pointer
 from olmo_fn.model import Transformer
-from tests.checkpoint.helpers import assert_same_model, assert_same_optim, tiny_cfg
+from tests.checkpoint import servers
+from tests.checkpoint.helpers import (
+    assert_same_model,
+    assert_same_optim,
+    config_dict,
+    tiny_cfg,
+    trained,
+    trainer_state,
+)
+from tests.checkpoint.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).parent / "ckpt_worker.py"
@@ -91,3 +102,49 @@ def test_sigkill_mid_save_leaves_a_loadable_latest(tmp_path):
         leftovers = [p.name for p in tmp_path.iterdir() if "tmp" in p.name]
         print(f"round {round_}: latest {sorted(seen)}, unfinished {leftovers}")
     assert len(seen) >= 1
+
+
+def _agents(nodes: int, per_node: int, path: str, env: dict) -> list[str]:
+    """torchrun agents on this machine as `nodes` nodes of `per_node` processes each (static rendezvous)."""
+    port = free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nodes}", f"--node_rank={i}",
+             f"--nproc_per_node={per_node}", "--master_addr=127.0.0.1", f"--master_port={port}",
+             str(WORKER), "load_full", path],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        for i in range(nodes)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, out[-2000:] + err[-3000:]
+    return [line for out, _ in outs for line in out.splitlines() if line.startswith("FINGERPRINT")]
+
+
+def test_one_reader_per_node_reads_storage_once_per_node(tmp_path):
+    """4 ranks load an unsharded checkpoint from S3: as one node the store serves it once, as two nodes of
+    two ranks twice (local rank 0 of each node reads, its node's ranks receive)."""
+    cfg = tiny_cfg()
+    model, opt = trained(cfg, steps=2)
+    expected = sum(p.double().sum().item() for p in model.parameters())
+    with servers.counting_moto_server() as (url, counter):
+        fsspec.config.conf["s3"] = {"endpoint_url": url, "key": "testing", "secret": "testing"}
+        try:
+            fsspec.filesystem("s3", skip_instance_cache=True).mkdir("nodes")
+            path = save_checkpoint("s3://nodes/run", 2, model, opt, trainer_state(2), config_dict(cfg),
+                                   sharded=False, keep=1)  # fmt: skip
+            size = sum(storage.list_files(path).values())
+        finally:
+            fsspec.config.conf.pop("s3", None)
+        env = {**os.environ, "FSSPEC_S3_ENDPOINT_URL": url, "FSSPEC_S3_KEY": "testing", "FSSPEC_S3_SECRET": "testing"}
+        served = {}
+        for nodes, per_node in ((1, 4), (2, 2)):
+            counter.reset()
+            prints = _agents(nodes, per_node, path, env)
+            served[nodes] = counter.served / size
+            assert len(prints) == 4
+            assert all(float(line.split()[-1]) == pytest.approx(expected, rel=1e-9) for line in prints)
+    print(f"bytes served per load / checkpoint bytes: one node {served[1]:.3f}, two nodes {served[2]:.3f}")
+    assert 0.99 < served[1] < 1.1
+    assert 1.98 < served[2] < 2.2

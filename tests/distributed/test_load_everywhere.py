@@ -33,7 +33,12 @@ KINDS = ["unsharded_by1", "sharded_by1", "unsharded_by2", "sharded_by2", "olmo_b
 
 
 def _write(tmp: Path, name: str, **changes) -> Path:
-    base = {"max_duration": "6", "eval_interval": None, "save_interval_unsharded": None, "save_interval": None}
+    base = {
+        "max_duration": "6",
+        "eval_interval": None,
+        "save_interval_unsharded": None,
+        "save_interval": None,
+    }
     cfg = tiny_config(tmp, save_folder=str(tmp / "runs" / name), **{**base, **changes})
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config_to_dict(cfg)))
