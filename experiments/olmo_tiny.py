@@ -2,6 +2,7 @@
 (cached), trains with a progress bar, reports validation loss before and after, writes a checkpoint and an
 Aim run, and prints a greedy continuation of a prompt."""
 
+import os
 from dataclasses import replace
 
 import torch
@@ -72,20 +73,23 @@ def run(cfg: TrainConfig) -> None:
     result = train(cfg)
     if result is None:  # --dry_run
         return
+    show = int(os.environ.get("RANK", "0")) == 0  # every rank generates (a sharded model needs them all)
     history = result.eval_history
-    if history:
+    if history and show:
         first, last = history[0], history[-1]
         for label in cfg.eval.datasets:
             key = f"{label}/CrossEntropyLoss"
             print(
                 f"validation loss ({label}): step {first[0]}: {first[1][key]:.3f} -> step {last[0]}: {last[1][key]:.3f}"
             )
-    print(f"checkpoint: {result.checkpoint}")
+    if show:
+        print(f"checkpoint: {result.checkpoint}")
     if cfg.tokenizer.identifier:
         tokenizer = Tokenizer.from_file(cfg.tokenizer.identifier)
         prompt = torch.tensor([tokenizer.encode(PROMPT).ids])
         new = generate(result.model, prompt, max_new_tokens=40).row(0)
-        print(f"greedy continuation: {PROMPT!r} -> {tokenizer.decode(new)!r}")
+        if show:
+            print(f"greedy continuation: {PROMPT!r} -> {tokenizer.decode(new)!r}")
 
 
 if __name__ == "__main__":

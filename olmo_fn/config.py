@@ -228,6 +228,9 @@ class TrainConfig:
     """Unsharded checkpoints to keep (-1 = all)."""
     load_path: str | None = None
     """Checkpoint to start from: native, sharded, original OLMo or Hugging Face; local or URL."""
+    verify_checkpoint: bool = False
+    """Read every file of a sharded load_path once more to check its checksum before loading (sizes are
+    always checked; unsharded checkpoints are always verified while they are read, at no extra cost)."""
     reset_trainer_state: bool = False
     """Load only model and optimizer from load_path: step 0, data from the start, schedule from 0."""
     reset_optimizer_state: bool = False

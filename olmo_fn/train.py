@@ -149,7 +149,9 @@ def restore(
 ) -> tuple[TrainState, dict | None, str | None]:
     """Load a checkpoint into model (and optimizer); the trainer state unless reset_trainer_state."""
     keep_optimizer = not cfg.reset_optimizer_state
-    loaded = ckpt.load_checkpoint(path, model, optimizer if keep_optimizer else None)
+    loaded = ckpt.load_checkpoint(
+        path, model, optimizer if keep_optimizer else None, verify=cfg.verify_checkpoint
+    )
     ts = loaded.trainer_state
     if ts is None or cfg.reset_trainer_state:
         return TrainState(), None, None

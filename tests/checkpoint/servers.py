@@ -196,7 +196,11 @@ def _counting(app, counter: ByteCounter):
 @contextlib.contextmanager
 def counting_moto_server():
     """moto's S3 in this process behind a WSGI layer that counts body bytes; yields (url, ByteCounter)."""
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
     from werkzeug.serving import make_server
 
     counter = ByteCounter()

@@ -6,7 +6,14 @@ import pytest
 
 from olmo_fn.checkpoint import load_checkpoint, save_checkpoint, storage
 from tests.checkpoint import servers
-from tests.checkpoint.helpers import assert_same_model, assert_same_optim, config_dict, fresh, tiny_cfg, trained
+from tests.checkpoint.helpers import (
+    assert_same_model,
+    assert_same_optim,
+    config_dict,
+    fresh,
+    tiny_cfg,
+    trained,
+)
 
 
 @pytest.fixture(scope="module")
@@ -21,10 +28,14 @@ def s3():
 @pytest.mark.parametrize("sharded", [False, True])
 def test_save_sends_each_byte_once_and_load_reads_at_most_1_1x(s3, sharded, capsys):
     folder, counter = s3
-    cfg = tiny_cfg(d_model=128, n_heads=4, n_kv_heads=4, mlp_hidden_size=512, vocab_size=2000, embedding_size=2048)
+    cfg = tiny_cfg(
+        d_model=128, n_heads=4, n_kv_heads=4, mlp_hidden_size=512, vocab_size=2000, embedding_size=2048
+    )
     model, opt = trained(cfg, steps=1)
     counter.reset()
-    path = save_checkpoint(folder, 1 + sharded, model, opt, {"step": 1}, config_dict(cfg), sharded=sharded, keep=-1)
+    path = save_checkpoint(
+        folder, 1 + sharded, model, opt, {"step": 1}, config_dict(cfg), sharded=sharded, keep=-1
+    )
     saved = dict(counter.__dict__)
     files = storage.list_files(path)
     size = sum(files.values())  # every file of the checkpoint, manifest included

@@ -2,6 +2,7 @@
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -12,7 +13,13 @@ import fsspec
 import pytest
 import torch
 
-from olmo_fn.checkpoint import find_latest, load_checkpoint, model_config_of_checkpoint, save_checkpoint, storage
+from olmo_fn.checkpoint import (
+    find_latest,
+    load_checkpoint,
+    model_config_of_checkpoint,
+    save_checkpoint,
+    storage,
+)
 from olmo_fn.checkpoint.storage import read_pointer
 from olmo_fn.model import Transformer
 from tests.checkpoint import servers
@@ -109,17 +116,31 @@ def _agents(nodes: int, per_node: int, path: str, env: dict) -> list[str]:
     port = free_port()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nodes}", f"--node_rank={i}",
-             f"--nproc_per_node={per_node}", "--master_addr=127.0.0.1", f"--master_port={port}",
-             str(WORKER), "load_full", path],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                f"--nnodes={nodes}",
+                f"--node_rank={i}",
+                f"--nproc_per_node={per_node}",
+                "--master_addr=127.0.0.1",
+                f"--master_port={port}",
+                str(WORKER),
+                "load_full",
+                path,
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )  # fmt: skip
         for i in range(nodes)
     ]
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, out[-2000:] + err[-3000:]
-    return [line for out, _ in outs for line in out.splitlines() if line.startswith("FINGERPRINT")]
+    return [m for out, _ in outs for m in re.findall(r"FINGERPRINT rank=\d+ ([0-9.]+e[+-]\d+)", out)]
 
 
 def test_one_reader_per_node_reads_storage_once_per_node(tmp_path):
@@ -137,14 +158,19 @@ def test_one_reader_per_node_reads_storage_once_per_node(tmp_path):
             size = sum(storage.list_files(path).values())
         finally:
             fsspec.config.conf.pop("s3", None)
-        env = {**os.environ, "FSSPEC_S3_ENDPOINT_URL": url, "FSSPEC_S3_KEY": "testing", "FSSPEC_S3_SECRET": "testing"}
+        env = {
+            **os.environ,
+            "FSSPEC_S3_ENDPOINT_URL": url,
+            "FSSPEC_S3_KEY": "testing",
+            "FSSPEC_S3_SECRET": "testing",
+        }
         served = {}
         for nodes, per_node in ((1, 4), (2, 2)):
             counter.reset()
             prints = _agents(nodes, per_node, path, env)
             served[nodes] = counter.served / size
             assert len(prints) == 4
-            assert all(float(line.split()[-1]) == pytest.approx(expected, rel=1e-9) for line in prints)
+            assert all(float(value) == pytest.approx(expected, rel=1e-9) for value in prints)
     print(f"bytes served per load / checkpoint bytes: one node {served[1]:.3f}, two nodes {served[2]:.3f}")
     assert 0.99 < served[1] < 1.1
     assert 1.98 < served[2] < 2.2
