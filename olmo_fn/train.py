@@ -91,30 +91,21 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def prepare_save_folder(cfg: TrainConfig, env: DistEnv) -> tuple[str | None, bool]:
-    """On rank 0 only: find what to load (this run's latest save with --try_load_latest_save, else
-    load_path), clear the folder for --save_overwrite, write config.yaml; the other ranks wait at a barrier
-    and receive the same answer (or the same error). Returns (checkpoint to load, whether it is our own)."""
-    answer: list = [None, False, ""]
-    if env.rank == 0:
-        try:
-            latest = ckpt.find_latest(cfg.save_folder) if cfg.try_load_latest_save else None
-            answer[:2] = (latest, True) if latest is not None else (cfg.load_path, False)
-            if not answer[1] and ckpt.find_latest(cfg.save_folder) is not None:
-                if not cfg.save_overwrite:
-                    raise ConfigError(
-                        f"save_folder: {cfg.save_folder} already holds checkpoints; pass --save_overwrite to "
-                        "replace them, or --try_load_latest_save to resume that run"
-                    )
-                remove_checkpoints(cfg.save_folder)
-            write_config(cfg.save_folder, config_to_dict(cfg))
-        except OlmoFnError as e:
-            answer[2] = str(e)
-    if env.world_size > 1:
-        dist.broadcast_object_list(answer, src=0)
-    if answer[2]:
-        raise ConfigError(answer[2])
-    return answer[0], answer[1]
+def prepare_save_folder(cfg: TrainConfig) -> tuple[str | None, bool]:
+    """Find what to load (this run's latest save with --try_load_latest_save, else load_path), clear the
+    folder for --save_overwrite, write config.yaml. Run by rank 0 only (see train). Returns (checkpoint to
+    load, whether it is this run's own)."""
+    latest = ckpt.find_latest(cfg.save_folder) if cfg.try_load_latest_save else None
+    load_path, own = (latest, True) if latest is not None else (cfg.load_path, False)
+    if not own and ckpt.find_latest(cfg.save_folder) is not None:
+        if not cfg.save_overwrite:
+            raise ConfigError(
+                f"save_folder: {cfg.save_folder} already holds checkpoints; pass --save_overwrite to "
+                "replace them, or --try_load_latest_save to resume that run"
+            )
+        remove_checkpoints(cfg.save_folder)
+    write_config(cfg.save_folder, config_to_dict(cfg))
+    return load_path, own
 
 
 def build_model(cfg: TrainConfig, device: torch.device, mesh: DeviceMesh | None = None) -> nn.Module:
@@ -163,19 +154,21 @@ def restore(
     return state, ts, ts.get("aim_run_hash")
 
 
-def _on_rank0(env: DistEnv, fn, *args):
-    """fn(*args) on rank 0; its OlmoFnError raised on every rank (so none waits for the others)."""
-    box: list = [None, ""]
+def _on_rank0(env: DistEnv, fn, *args, share: bool = True):
+    """fn(*args) on rank 0 while the others wait; its OlmoFnError reaches every rank (so none waits
+    forever, and shared files are touched once), and so does its result when `share` (else they get None)."""
+    result, box = None, [None, ""]
     if env.rank == 0:
         try:
-            box[0] = fn(*args)
+            result = fn(*args)
         except OlmoFnError as e:
             box[1] = str(e)
+        box[0] = result if share else None
     if env.world_size > 1:
         dist.broadcast_object_list(box, src=0)
     if box[1]:
         raise ConfigError(box[1])
-    return box[0]
+    return result if env.rank == 0 else box[0]
 
 
 def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult | None:
@@ -189,10 +182,10 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult | None:
         print("preflight: passed" + ("" if has_data else " (no data.paths given: the data was not checked)"))
         return None
     env = init_distributed(cfg.parallel)
-    checked = _on_rank0(env, preflight, cfg, env.world_size)  # before anything is allocated
+    checked = _on_rank0(env, preflight, cfg, env.world_size, share=False)  # before anything is allocated
     if env.rank != 0:  # rank 0 checked everything; the others open the data for themselves
         checked = open_data(cfg)
-    load_path, resuming_own = prepare_save_folder(cfg, env)
+    load_path, _ = _on_rank0(env, prepare_save_folder, cfg)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, env.device, env.mesh)
     optimizer = build_optimizer(model, cfg.optimizer)

@@ -4,6 +4,8 @@ train: olmo_fn's train step against transformers' Olmo2ForCausalLM with torch's 
 data: tokens/s the training loader delivers (0 and 2 workers) beside the raw byte-range read rate of the
 same instances and beside what the tiny model's train step consumes.
 decode: olmo_fn's generate against transformers' generate (eager and compiled) beside the matrix-vector roofline.
+load: loading ~1 GB of weights + AdamW state from every checkpoint format on 1, 2 and 4 gloo processes (FSDP2):
+seconds, MB/s against a raw read, and peak memory per rank.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import tyro
 
 from olmo_fn.benchmarks.checkpoint import CheckpointBench, run_checkpoint_bench
 from olmo_fn.benchmarks.decode import DecodeBench, run_decode_bench
+from olmo_fn.benchmarks.load import LoadBench, run_load_bench
 from olmo_fn.benchmarks.train import TrainBench, run_train_bench
 from olmo_fn.config import DataConfig
 from olmo_fn.data.files import read_bytes
@@ -161,6 +164,11 @@ def checkpoint(bench: Annotated[CheckpointBench, tyro.conf.OmitArgPrefixes]) -> 
     return run_checkpoint_bench(bench)
 
 
+def load(bench: Annotated[LoadBench, tyro.conf.OmitArgPrefixes]) -> dict:
+    """Load ~1 GB of weights + AdamW state (native, sharded, original OLMo, HF) on 1, 2, 4 gloo processes."""
+    return run_load_bench(bench)
+
+
 def decode(bench: Annotated[DecodeBench, tyro.conf.OmitArgPrefixes]) -> dict:
     """Greedy decode tokens/s: olmo_fn's generate against transformers' generate, beside the roofline."""
     return run_decode_bench(bench)
@@ -169,7 +177,7 @@ def decode(bench: Annotated[DecodeBench, tyro.conf.OmitArgPrefixes]) -> dict:
 def main() -> None:
     try:
         tyro.extras.subcommand_cli_from_dict(
-            {"data": data, "train": train, "checkpoint": checkpoint, "decode": decode}
+            {"data": data, "train": train, "checkpoint": checkpoint, "decode": decode, "load": load}
         )
     except OlmoFnError as e:
         sys.exit(f"error: {e}")

@@ -3,8 +3,9 @@ untied head) loaded from each full-state format (olmo_fn native, original OLMo, 
 sharded checkpoint into a model built the way training builds it (meta device, FSDP2, `to_empty`).
 
 Each load runs in fresh worker processes (torchrun for several ranks, a plain process for one), which report
-their load time and peak resident memory before and after the load; a plain read of the folder's files
-(page cache warm) runs right before each load. Targets: total peak memory of N ranks at most 1.5x the
+their load time and peak resident memory (their own VmHWM: getrusage's ru_maxrss would include the launching
+process's peak, which Linux carries over exec) before and after the load; a plain read of the folder's
+files (page cache warm) runs right before each load. Targets: total peak memory of N ranks at most 1.5x the
 checkpoint's bytes + N bare processes, and loading at least half the raw read rate.
 
 The workers are this module: `python -m olmo_fn.benchmarks.load worker MODE ...` (see `_worker_main`).
@@ -63,8 +64,9 @@ class LoadBench:
     """Process counts to load with (1: a plain process; more: torchrun, gloo, FSDP2 over all of them)."""
     formats: tuple[str, ...] = FORMATS
     """Checkpoint kinds to load: unsharded (olmo_fn native), sharded (DCP), olmo (original OLMo), hf."""
-    repeats: int = 1
-    """Loads per format and process count (fresh processes each time); the fastest is reported."""
+    repeats: int = 2
+    """Loads per format and process count (fresh processes each time, each after its own raw read); the
+    fastest is reported, and the highest memory."""
     folder: str | None = None
     """Where to make the temporary folder of checkpoints (default: the system's temp folder); the
     temporary folder is removed afterwards."""
@@ -331,7 +333,7 @@ def _report(b, cfg, nbytes, sizes, written, baseline, ru_baseline, threads, rows
     print("bare process baseline (import torch + olmo_fn, process group, no model), peak RSS per rank: "
           + ", ".join(f"{n} rank(s): {_mb(v)}" for n, v in baseline.items()))  # fmt: skip
     print(f"raw read: every file of the folder once into a 64 MiB buffer, right before each load; the page "
-          f"cache is warm (the files were just written / read). Best of {b.repeats} load(s) each.")  # fmt: skip
+          f"cache is warm (the files were just written / read). Best of {b.repeats} load(s) each, highest memory.")  # fmt: skip
     print(f"targets: total peak RSS <= {MEMORY_FACTOR} x folder bytes + ranks x baseline; load MB/s >= "
           f"{SPEED_FACTOR} x raw read MB/s")  # fmt: skip
     head = (f"{'format':>9} {'ranks':>5} {'seconds':>8} {'MB/s':>7} {'raw MB/s':>9} {'RSS before':>11} "

@@ -6,11 +6,11 @@ that reads them one at a time in that order, and the small non-tensor rest (opti
 trainer state, config).
 
 `apply_source` loads a Source into a plain, FSDP2, TP or HSDP model and its optimizer. One rank per node
-(local rank 0) opens the checkpoint and reads it tensor by tensor; each tensor is broadcast to the ranks of
-its node, and every rank keeps only its own slice of it (DTensor's `distribute_tensor` without
-communication) and copies that into its parameter or optimizer state. So a node holds the checkpoint's
-bytes once in all (as its ranks' shards), plus one tensor in flight per rank, whatever the checkpoint's
-size; storage is read once per node.
+(local rank 0) opens the checkpoint and reads it tensor by tensor; it sends every rank of its node exactly
+that rank's slice of each tensor (point to point; the slices come from each rank's DTensor layout), which
+lands straight in the rank's parameter or optimizer shard. So a node holds the checkpoint's bytes once in
+all (as its ranks' shards) plus one tensor in flight on the reader, whatever the checkpoint's size; storage
+is read once per node, and each byte crosses to one rank (a replicated tensor to each of its holders).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from torch.distributed.checkpoint.state_dict import (
     get_model_state_dict,
     get_optimizer_state_dict,
 )
-from torch.distributed.tensor import DTensor, distribute_tensor
+from torch.distributed.tensor import DTensor
+from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
 from olmo_fn.errors import CheckpointError
 
@@ -119,13 +120,23 @@ def state_targets(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> 
     return targets
 
 
-def _copy_into(target: torch.Tensor, full: torch.Tensor) -> None:
-    """Copy this rank's slice of the full tensor into a (DTensor or plain) target."""
+def _local(target: torch.Tensor) -> torch.Tensor:
+    return target.to_local() if isinstance(target, DTensor) else target
+
+
+def _slice_of(target: torch.Tensor) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(global offset, local shape) of this rank's part of a (DTensor or plain) target."""
     if isinstance(target, DTensor):
-        local = distribute_tensor(full, target.device_mesh, target.placements, src_data_rank=None).to_local()
-        target.to_local().copy_(local)
-    else:
-        target.copy_(full)
+        shape, offset = compute_local_shape_and_global_offset(
+            target.shape, target.device_mesh, target.placements
+        )
+        return tuple(offset), tuple(shape)
+    return (0,) * target.dim(), tuple(target.shape)
+
+
+def _part(full: torch.Tensor, where: tuple[tuple[int, ...], tuple[int, ...]]) -> torch.Tensor:
+    offset, shape = where
+    return full[tuple(slice(o, o + n) for o, n in zip(offset, shape))]
 
 
 def param_names(model: nn.Module) -> dict[int, str]:
@@ -173,6 +184,14 @@ class _Readers:
     def broadcast(self, tensor: torch.Tensor) -> None:
         if self.group is not None:
             dist.broadcast(tensor, group=self.group, group_src=0)
+
+    def gather_object(self, obj: Any) -> list[Any]:
+        """Every node rank's obj, on the reader (in group-rank order); [] elsewhere."""
+        if self.group is None:
+            return [obj]
+        out = [None] * dist.get_world_size(self.group) if self.reads else None
+        dist.gather_object(obj, out, group=self.group, group_dst=0)
+        return out or []
 
 
 def _readers() -> _Readers:
@@ -227,6 +246,7 @@ def apply_source(
     with_optim = optimizer is not None and any(e.name.startswith("optim.") for e in header.entries)
     targets = state_targets(model, optimizer if with_optim else None)
     _check_fits(header, targets)
+    layouts = readers.gather_object({name: _slice_of(t) for name, t in targets.items()})
     stream = source.tensors() if source is not None else None
     for entry in header.entries:
         full, error = None, ""
@@ -236,10 +256,7 @@ def apply_source(
             except CheckpointError as e:
                 error = str(e)
         _status(readers, error, device)
-        if full is None:
-            full = torch.empty(entry.shape, dtype=entry.dtype, device=device)
-        readers.broadcast(full)
-        _copy_into(targets[entry.name], full)
+        _deliver(readers, entry, full, targets[entry.name], layouts)
         del full
     error = ""
     if stream is not None:
@@ -251,6 +268,31 @@ def apply_source(
     if with_optim:
         apply_hyperparameters(optimizer, model, header.rest)
     return header
+
+
+def _deliver(
+    readers: _Readers, entry: Entry, full: torch.Tensor | None, target: torch.Tensor, layouts: list[dict]
+) -> None:
+    """The reader sends each rank of its node exactly that rank's slice of `full` (point to point), and
+    keeps its own; a receiving rank writes straight into its local shard when it can."""
+    local = _local(target)
+    if readers.reads:
+        sends = []
+        for peer, layout in enumerate(layouts[1:], start=1):
+            piece = _part(full, layout[entry.name])
+            if piece.numel():
+                sends.append(dist.isend(piece.contiguous(), group=readers.group, group_dst=peer))
+        local.copy_(_part(full, layouts[0][entry.name]))
+        for work in sends:
+            work.wait()
+        return
+    if not local.numel():
+        return
+    direct = local.is_contiguous() and local.dtype == entry.dtype
+    buffer = local if direct else torch.empty(local.shape, dtype=entry.dtype, device=local.device)
+    dist.recv(buffer, group=readers.group, group_src=0)
+    if not direct:
+        local.copy_(buffer)
 
 
 def _check_fits(header: Source, targets: dict[str, Any]) -> None:

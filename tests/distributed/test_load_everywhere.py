@@ -9,21 +9,15 @@ run that loads the same weights with both states reset).
 """
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from olmo_fn.config import ParallelConfig
-from olmo_fn.config_io import config_to_dict
 from tests.checkpoint.original_writer import write_hf, write_original_dir
-from tests.train.conftest import tiny_config
+from tests.distributed.launch import case_yaml, run_driver
 
-ROOT = Path(__file__).resolve().parents[2]
-DRIVER = ROOT / "tests" / "distributed" / "parallel_driver.py"
 LAYOUTS = {
     1: {"one": ParallelConfig()},
     2: {"fsdp2": ParallelConfig(), "tp2": ParallelConfig(tp=2)},
@@ -39,19 +33,10 @@ def _write(tmp: Path, name: str, **changes) -> Path:
         "save_interval_unsharded": None,
         "save_interval": None,
     }
-    cfg = tiny_config(tmp, save_folder=str(tmp / "runs" / name), **{**base, **changes})
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config_to_dict(cfg)))
-    return path
+    return case_yaml(tmp, name, tmp / "runs" / name, **{**base, **changes})
 
 
-def _launch(tmp: Path, nproc: int, configs: list[Path]) -> None:
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    cmd = [*launch, str(DRIVER)] if nproc > 1 else [sys.executable, str(DRIVER)]
-    result = subprocess.run(
-        [*cmd, str(tmp), *map(str, configs)], cwd=ROOT, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+_launch = run_driver
 
 
 def _losses(tmp: Path, name: str) -> dict[str, float]:

@@ -7,21 +7,15 @@ one single process. Median step times per case are printed (pytest -s) for the r
 
 import json
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 
 from olmo_fn.config import ParallelConfig
-from olmo_fn.config_io import config_to_dict
-from tests.train.conftest import tiny_config
+from tests.distributed.launch import case_yaml, run_driver
 
-ROOT = Path(__file__).resolve().parents[2]
-DRIVER = ROOT / "tests" / "distributed" / "parallel_driver.py"
 LAYOUTS = {
     "fsdp2": ParallelConfig(),
     "tp2": ParallelConfig(tp=2, sequence_parallel=False, loss_parallel=False),
@@ -33,19 +27,10 @@ LAYOUTS = {
 
 def _write(tmp: Path, name: str, **changes) -> Path:
     base = {"max_duration": "5", "eval_interval": None, "save_interval_unsharded": None, "save_interval": 5}
-    cfg = tiny_config(tmp, save_folder=str(tmp / name), **{**base, **changes})
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config_to_dict(cfg)))
-    return path
+    return case_yaml(tmp, name, tmp / name, **{**base, **changes})
 
 
-def _launch(tmp: Path, nproc: int, configs: list[Path]) -> None:
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    cmd = [*launch, str(DRIVER)] if nproc > 1 else [sys.executable, str(DRIVER)]
-    result = subprocess.run(
-        [*cmd, str(tmp), *map(str, configs)], cwd=ROOT, capture_output=True, text=True, timeout=420
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+_launch = run_driver
 
 
 def _records(tmp: Path, name: str) -> list[dict]:

@@ -8,8 +8,6 @@ folders hold only their own checkpoints, and every evaluation equals the one-pro
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +15,8 @@ import pytest
 import yaml
 
 from olmo_fn.config import EvalConfig, ParallelConfig
-from olmo_fn.config_io import config_to_dict
-from tests.train.conftest import SEQ, tiny_config
-
-ROOT = Path(__file__).resolve().parents[2]
-DRIVER = ROOT / "tests" / "distributed" / "parallel_driver.py"
+from tests.distributed.launch import case_yaml, run_driver
+from tests.train.conftest import SEQ
 
 
 def _write(tmp: Path, name: str, **changes) -> Path:
@@ -32,19 +27,11 @@ def _write(tmp: Path, name: str, **changes) -> Path:
         max_duration="6", stop_at=4, save_interval_unsharded=2, eval_interval=2, eval_on_load=True, save_overwrite=True,
         eval=EvalConfig(datasets={"five": [str(eval_file)]}, device_eval_batch_size=1),
     )  # fmt: skip
-    cfg = tiny_config(tmp, save_folder=str(tmp / "runs" / name), **{**base, **changes})
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config_to_dict(cfg)))
-    return path
+    return case_yaml(tmp, name, tmp / "runs" / name, **{**base, **changes})
 
 
 def _launch(tmp: Path, nproc: int, config: Path) -> None:
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    cmd = [*launch, str(DRIVER)] if nproc > 1 else [sys.executable, str(DRIVER)]
-    result = subprocess.run(
-        [*cmd, str(tmp), str(config)], cwd=ROOT, capture_output=True, text=True, timeout=240
-    )  # a hang (a rank waiting in a collective) fails here instead of blocking the suite
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    run_driver(tmp, nproc, [config], timeout=240)  # a hang (a rank waiting in a collective) fails here
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,35 @@
+"""`tools/bench.py load` runs end to end on a tiny model (1 and 2 gloo processes) and prints a row per format
+and process count with finite positive figures (the command works; nothing is timed against a target)."""
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+FORMATS = ("unsharded", "sharded", "olmo", "hf")
+
+
+def test_bench_load_prints_a_row_per_format_and_rank_count(tmp_path):
+    cmd = [sys.executable, "tools/bench.py", "load", "--d-model", "64", "--n-heads", "4", "--n-layers", "2",
+           "--vocab-size", "512", "--ranks", "1", "2", "--repeats", "1", "--folder", str(tmp_path)]  # fmt: skip
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    lines = out.stdout.splitlines()
+    assert any(line.startswith("checkpoint size: ") for line in lines)
+    assert any(line.startswith("bare process baseline") for line in lines)
+    assert any(line.startswith("CPU: ") and "threads" in line for line in lines)
+    rows = {}
+    for line in lines:
+        cells = line.split()
+        if cells and cells[0] in FORMATS:
+            rows[(cells[0], int(cells[1]))] = cells
+    assert sorted(rows) == sorted((f, n) for f in FORMATS for n in (1, 2)), out.stdout
+    for cells in rows.values():
+        # format ranks seconds MB/s raw-MB/s before MB peak MB total MB limit MB PASS|FAIL ratio PASS|FAIL
+        seconds, mbps, raw = (float(c.replace(",", "")) for c in cells[2:5])
+        memory = [float(cells[i].replace(",", "")) for i in (5, 7, 9, 11)]
+        assert all(math.isfinite(v) and v > 0 for v in (seconds, mbps, raw, *memory)), cells
+        assert cells[-1] in ("PASS", "FAIL") and cells[-3] in ("PASS", "FAIL"), cells
+        assert float(cells[-2]) > 0, cells
+    assert list(tmp_path.iterdir()) == []  # the benchmark's temporary folder is gone
