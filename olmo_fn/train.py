@@ -108,16 +108,21 @@ def prepare_save_folder(cfg: TrainConfig) -> tuple[str | None, bool]:
     return load_path, own
 
 
-def build_model(cfg: TrainConfig, device: torch.device, mesh: DeviceMesh | None = None) -> nn.Module:
+def build_model(
+    cfg: TrainConfig, device: torch.device, mesh: DeviceMesh | None = None, *, init: bool = True
+) -> nn.Module:
     """The model on the meta device, parallelized over `mesh` (TP, AC, compile, FSDP), materialised on
-    `device` and initialised from the run seed (the same full parameters for every layout)."""
+    `device` and initialised from the run seed (the same full parameters for every layout). `init=False`
+    leaves the memory uninitialised, for a checkpoint load that overwrites every parameter (a load checks
+    that it does)."""
     with torch.device("meta"):
         model = Transformer(cfg.model)
     parallelize(
         model, cfg.parallel, mesh, compile=cfg.compile, device_type=device.type, precision=cfg.precision
     )
     model.to_empty(device=device)
-    init_weights(model, cfg.model, cfg.seed)
+    if init:
+        init_weights(model, cfg.model, cfg.seed)
     return model
 
 
@@ -187,7 +192,7 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult | None:
         checked = open_data(cfg)
     load_path, _ = _on_rank0(env, prepare_save_folder, cfg)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg, env.device, env.mesh)
+    model = build_model(cfg, env.device, env.mesh, init=not load_path)  # a load overwrites every parameter
     optimizer = build_optimizer(model, cfg.optimizer)
     state, trainer_state, run_hash = TrainState(), None, None
     if load_path:

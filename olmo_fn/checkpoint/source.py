@@ -26,7 +26,6 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
-    _init_optim_state,
     get_model_state_dict,
     get_optimizer_state_dict,
 )
@@ -109,15 +108,35 @@ def state_targets(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> 
     """Name -> the (sharded) tensor that receives it: parameters, and the optimizer's tensor state.
 
     The values alias the model's parameters and the optimizer's state, so copying into their local shards
-    loads them in place. The optimizer's state is created first (torch does that with a zero-lr step).
+    loads them in place. The optimizer's state is created first.
     """
     targets = {f"model.{k}": v for k, v in get_model_state_dict(model).items()}
     if optimizer is not None:
-        _init_optim_state(optimizer)
+        create_optimizer_state(optimizer)
         options = StateDictOptions(flatten_optimizer_state_dict=True)
         flat = get_optimizer_state_dict(model, optimizer, options=options)
         targets |= {f"optim.{k}": v for k, v in flat.items() if isinstance(v, torch.Tensor)}
     return targets
+
+
+def create_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Create the optimizer's per-parameter state (torch makes it lazily, in step) with a zero-lr step on a
+    zero gradient, one parameter at a time: the parameters stay exactly as they are (AdamW's decay is
+    scaled by lr too), and only one parameter's gradient exists at any moment."""
+    if optimizer.state:
+        return
+    lrs = [group["lr"] for group in optimizer.param_groups]
+    for group, lr in zip(optimizer.param_groups, lrs):
+        group["lr"] = torch.zeros_like(lr) if isinstance(lr, torch.Tensor) else 0.0
+    try:
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                param.grad = torch.zeros_like(param)
+                optimizer.step()
+                param.grad = None
+    finally:
+        for group, lr in zip(optimizer.param_groups, lrs):
+            group["lr"] = lr
 
 
 def _local(target: torch.Tensor) -> torch.Tensor:
