@@ -121,7 +121,8 @@ def hf_source(url: str, with_optim: bool = False) -> Source:
                 k: Lazy(*reader.shape_and_dtype(k), functools.partial(reader.read, k)) for k in reader.infos
             }
         else:
-            lazies = {k: Lazy.of(t) for k, t in _load_bin(file_url).items()}
+            wrap = Lazy.mapped if storage.is_local(file_url) else Lazy.of  # _load_bin maps local files
+            lazies = {k: wrap(t) for k, t in _load_bin(file_url).items()}
         items += [(lazy, functools.partial(convert, k)) for k, lazy in lazies.items()]
     return converted_source(items, stack, config=hf_config_json(url), kind="hf")
 

@@ -90,13 +90,15 @@ def _insert(tree: dict[Any, Any], path: tuple[Any, ...], value: Any) -> None:
     tree[path[-1]] = value
 
 
-def _lazy_leaves(tree: Any) -> Any:
-    """A loaded nested object with its tensors as Lazy (for .pt files, which torch maps or holds)."""
+def _lazy_leaves(tree: Any, mapped: bool) -> Any:
+    """A loaded .pt object with its tensors as Lazy (their pages dropped after use when torch mapped the file)."""
     if isinstance(tree, dict):
-        return {k: _lazy_leaves(v) for k, v in tree.items()}
+        return {k: _lazy_leaves(v, mapped) for k, v in tree.items()}
     if isinstance(tree, list):
-        return [_lazy_leaves(v) for v in tree]
-    return Lazy.of(tree) if isinstance(tree, torch.Tensor) else tree
+        return [_lazy_leaves(v, mapped) for v in tree]
+    if not isinstance(tree, torch.Tensor):
+        return tree
+    return Lazy.mapped(tree) if mapped else Lazy.of(tree)
 
 
 def materialize(tree: Any) -> Any:
@@ -124,7 +126,7 @@ def olmo_file_tree(url: str, stem: str, stack: ExitStack) -> Any | None:
             _insert(tree, path, value)
         return tree
     if storage.exists(pt):
-        return _lazy_leaves(load_pt(pt))
+        return _lazy_leaves(load_pt(pt), mapped=storage.is_local(pt))  # load_pt maps local files
     return None
 
 

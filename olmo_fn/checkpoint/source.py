@@ -15,7 +15,10 @@ is read once per node, and each byte crosses to one rank (a replicated tensor to
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -62,15 +65,36 @@ class Source:
 
 @dataclass
 class Lazy:
-    """A tensor of a file, known by shape and dtype until `load()` reads it."""
+    """A tensor of a file, known by shape and dtype until `load()` reads it; `release()` is called once it
+    has been used (a memory-mapped tensor gives its pages back)."""
 
     shape: tuple[int, ...]
     dtype: torch.dtype
     load: Callable[[], torch.Tensor]
+    release: Callable[[], None] = lambda: None
 
     @staticmethod
     def of(tensor: torch.Tensor) -> Lazy:
         return Lazy(tuple(tensor.shape), tensor.dtype, lambda: tensor)
+
+    @staticmethod
+    def mapped(tensor: torch.Tensor) -> Lazy:
+        """A tensor of a memory-mapped file (torch.load(mmap=True)), whose pages are dropped after use."""
+        return Lazy(tuple(tensor.shape), tensor.dtype, lambda: tensor, lambda: drop_pages(tensor))
+
+
+def drop_pages(tensor: torch.Tensor) -> None:
+    """Tell the kernel a read-only memory-mapped tensor's pages are not needed (Linux madvise DONTNEED):
+    they leave this process's resident memory and would be read from the file again if touched, so a
+    reader streaming through a mapped file holds one tensor of it, not the whole file."""
+    if not tensor.numel() or not sys.platform.startswith("linux"):
+        return
+    page = mmap.PAGESIZE
+    start = tensor.data_ptr()
+    end = start + tensor.numel() * tensor.element_size()
+    start, end = start - start % page, end + (-end) % page
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), 4)  # MADV_DONTNEED; best effort
 
 
 Convert = Callable[[torch.Tensor], dict[str, torch.Tensor]]
@@ -92,6 +116,7 @@ def converted_source(
             for lazy, convert in items:
                 for piece in convert(lazy.load()).values():
                     yield piece.contiguous()
+                lazy.release()
 
     return Source(entries, tensors, **header)
 
