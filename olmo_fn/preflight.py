@@ -54,7 +54,7 @@ def preflight(cfg: TrainConfig, world_size: int, *, with_data: bool = True) -> C
     if with_data:
         checked.dataset = problems.check(_train_data, cfg)
         checked.eval_sets = problems.check(_eval_data, cfg) or {}
-    problems.check(_save_folder, cfg)
+    problems.check(check_save_folder, cfg)
     problems.check(_load_path, cfg)
     problems.check(_tokenizer, cfg)
     if problems.lines:
@@ -121,7 +121,8 @@ def _eval_data(cfg: TrainConfig) -> dict[str, TokenDataset]:
         raise ConfigError(f"eval.datasets: {e}") from e
 
 
-def _save_folder(cfg: TrainConfig) -> None:
+def check_save_folder(cfg: TrainConfig) -> None:
+    """A fresh run may not write into a folder holding checkpoints unless told to (--save_overwrite)."""
     if cfg.save_overwrite or cfg.try_load_latest_save:
         return
     existing = ckpt.find_latest(cfg.save_folder)

@@ -36,7 +36,7 @@ from olmo_fn.metrics import SpeedMeter, device_peak_flops, peak_memory_bytes
 from olmo_fn.model import Transformer, flops_per_token, init_weights
 from olmo_fn.optim import build_optimizer, lr_at, max_grad_norm_at
 from olmo_fn.parallel import parallelize
-from olmo_fn.preflight import open_data, preflight
+from olmo_fn.preflight import check_save_folder, open_data, preflight
 from olmo_fn.run_context import Hooks, Run, TrainState, saves_due
 from olmo_fn.tracking import Tracker
 from olmo_fn.train_step import train_step
@@ -91,21 +91,15 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def prepare_save_folder(cfg: TrainConfig) -> tuple[str | None, bool]:
+def prepare_save_folder(cfg: TrainConfig) -> str | None:
     """Find what to load (this run's latest save with --try_load_latest_save, else load_path), clear the
-    folder for --save_overwrite, write config.yaml. Run by rank 0 only (see train). Returns (checkpoint to
-    load, whether it is this run's own)."""
-    latest = ckpt.find_latest(cfg.save_folder) if cfg.try_load_latest_save else None
-    load_path, own = (latest, True) if latest is not None else (cfg.load_path, False)
-    if not own and ckpt.find_latest(cfg.save_folder) is not None:
-        if not cfg.save_overwrite:
-            raise ConfigError(
-                f"save_folder: {cfg.save_folder} already holds checkpoints; pass --save_overwrite to "
-                "replace them, or --try_load_latest_save to resume that run"
-            )
+    folder for --save_overwrite, write config.yaml. Run by rank 0 only (see train)."""
+    latest = ckpt.find_latest(cfg.save_folder)
+    if latest is not None and not cfg.try_load_latest_save:
+        check_save_folder(cfg)  # preflight said so already, unless the folder changed since
         remove_checkpoints(cfg.save_folder)
     write_config(cfg.save_folder, config_to_dict(cfg))
-    return load_path, own
+    return latest if latest is not None and cfg.try_load_latest_save else cfg.load_path
 
 
 def build_model(
@@ -190,7 +184,7 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult | None:
     checked = _on_rank0(env, preflight, cfg, env.world_size, share=False)  # before anything is allocated
     if env.rank != 0:  # rank 0 checked everything; the others open the data for themselves
         checked = open_data(cfg)
-    load_path, _ = _on_rank0(env, prepare_save_folder, cfg)
+    load_path = _on_rank0(env, prepare_save_folder, cfg)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, env.device, env.mesh, init=not load_path)  # a load overwrites every parameter
     optimizer = build_optimizer(model, cfg.optimizer)

@@ -87,7 +87,7 @@ class _SafeMetadata:
     def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
         path = self._get_metadata_path(kwargs.get("rank"))  # type: ignore[attr-defined]
         with self.fs.create_stream(path, "rb") as f:  # type: ignore[attr-defined]
-            metadata = _MetadataUnpickler(f).load()
+            metadata = _MetadataUnpickler(io.BytesIO(f.read())).load()  # one read, not one per field
         if getattr(metadata, "storage_meta", None) is None:
             metadata.storage_meta = StorageMeta()
         metadata.storage_meta.load_id = self.load_id  # type: ignore[attr-defined]

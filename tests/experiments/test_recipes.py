@@ -84,6 +84,12 @@ def test_dry_run_prints_parameters_and_writes_nothing(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_readme_dry_run_command_as_written():
+    out = _run("python experiments/olmo_7b.py --dry_run".split()[1:])
+    assert out.returncode == 0, out.stderr
+    assert "parameters: 6888095744" in out.stdout and "preflight: passed" in out.stdout
+
+
 def test_dry_run_runs_the_preflight_checks(tmp_path):
     out = _run(["experiments/olmo_7b_0724.py", "--dry_run", f"--save_folder={tmp_path}/run",
                 "--data.paths=[/nonexistent/a.npy,/nonexistent/b.npy]"])  # fmt: skip
