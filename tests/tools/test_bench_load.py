@@ -27,9 +27,13 @@ def test_bench_load_prints_a_row_per_format_and_rank_count(tmp_path):
     assert sorted(rows) == sorted((f, n) for f in FORMATS for n in (1, 2)), out.stdout
     for cells in rows.values():
         # format ranks seconds MB/s raw-MB/s before MB peak MB total MB limit MB PASS|FAIL ratio PASS|FAIL
+        # fresh-MB/s ratio
         seconds, mbps, raw = (float(c.replace(",", "")) for c in cells[2:5])
         memory = [float(cells[i].replace(",", "")) for i in (5, 7, 9, 11)]
-        assert all(math.isfinite(v) and v > 0 for v in (seconds, mbps, raw, *memory)), cells
-        assert cells[-1] in ("PASS", "FAIL") and cells[-3] in ("PASS", "FAIL"), cells
-        assert float(cells[-2]) > 0, cells
+        fresh, fresh_ratio = (float(c.replace(",", "")) for c in cells[-2:])
+        assert all(math.isfinite(v) and v > 0 for v in (seconds, mbps, raw, *memory, fresh, fresh_ratio)), (
+            cells
+        )
+        assert cells[13] in ("PASS", "FAIL") and cells[15] in ("PASS", "FAIL"), cells
+        assert float(cells[14]) > 0 and len(cells) == 18, cells
     assert list(tmp_path.iterdir()) == []  # the benchmark's temporary folder is gone
