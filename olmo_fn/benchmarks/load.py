@@ -161,7 +161,8 @@ def launch(nproc: int, out: str, *args: str) -> list[dict]:
 # --- writing the checkpoints -------------------------------------------------------------------------------
 
 
-def _split(native: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def split_state(native: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(model tensors, optimizer state tensors by "{param}.{key}") of a full-state checkpoint, in memory."""
     tensors = collect(open_source(native))
     model = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     optim = {k[len("optim.state.") :]: v for k, v in tensors.items() if k.startswith("optim.state.")}
@@ -171,7 +172,7 @@ def _split(native: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor
 def write_original_dir(native: str, out: str, cfg: ModelConfig, trainer_state: dict) -> None:
     """An original OLMo unsharded folder (config.yaml, model.pt, optim.pt with integer parameter ids in the
     original's registration order, train.pt) holding what the native checkpoint holds."""
-    model, optim = _split(native)
+    model, optim = split_state(native)
     os.makedirs(out)
     config = {"model": dataclasses.asdict(cfg), "optimizer": {"name": "adamw"}}
     Path(out, "config.yaml").write_text(yaml.safe_dump(config))
@@ -216,7 +217,7 @@ def write_checkpoints(root: str, cfg: ModelConfig) -> tuple[dict[str, str], int]
                     "epoch": 0, "world_size": 1}  # fmt: skip
     write_original_dir(paths["unsharded"], paths["olmo"], cfg, olmo_trainer)
     paths["hf"] = os.path.join(root, "hf")
-    write_hf_dir(paths["hf"], _split(paths["unsharded"])[0], cfg)
+    write_hf_dir(paths["hf"], split_state(paths["unsharded"])[0], cfg)
     gc.collect()
     return paths, nbytes
 

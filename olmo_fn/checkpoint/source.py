@@ -79,7 +79,7 @@ class Lazy:
 
     @staticmethod
     def mapped(tensor: torch.Tensor) -> Lazy:
-        """A tensor of a memory-mapped file (torch.load(mmap=True)), whose pages are dropped after use."""
+        """A tensor of a file that torch memory-mapped (a .pt or .bin loaded with mmap), its pages dropped after use."""
         return Lazy(tuple(tensor.shape), tensor.dtype, lambda: tensor, lambda: drop_pages(tensor))
 
 
