@@ -17,7 +17,7 @@ from torch.distributed.fsdp import fully_shard
 from olmo_fn.dist import shutdown_distributed
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-from olmo_fn.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from olmo_fn.checkpoint import load_checkpoint, model_config_of_checkpoint, save_checkpoint  # noqa: E402
 from olmo_fn.checkpoint.native import native_source  # noqa: E402
 from olmo_fn.checkpoint.source import collect  # noqa: E402
 from tests.checkpoint.helpers import config_dict, tiny_cfg, trained, trainer_state  # noqa: E402
@@ -72,12 +72,13 @@ def load_full(path):
     """Load a full-state checkpoint into an FSDP2 model and optimizer; print a fingerprint of the weights."""
     from torch.distributed.tensor import DTensor
 
-    model, opt = _fsdp_model(tiny_cfg(), dist.get_rank(), dist.get_world_size())
+    cfg = model_config_of_checkpoint(path)
+    model, opt = _fsdp_model(cfg, dist.get_rank(), dist.get_world_size())
     load_checkpoint(path, model, opt)
-    total = sum(
-        (p.full_tensor() if isinstance(p, DTensor) else p).double().sum().item() for p in model.parameters()
-    )
-    print(f"FINGERPRINT rank={dist.get_rank()} {total:.10e}", flush=True)
+    full = lambda t: (t.full_tensor() if isinstance(t, DTensor) else t).double()  # noqa: E731
+    total = sum(full(p).sum().item() for p in model.parameters())
+    moments = sum(full(opt.state[p]["exp_avg"]).abs().sum().item() for p in model.parameters())
+    print(f"FINGERPRINT rank={dist.get_rank()} {total:.10e} {moments:.10e}", flush=True)
 
 
 def writer(folder):

@@ -111,6 +111,12 @@ def test_sigkill_mid_save_leaves_a_loadable_latest(tmp_path):
     assert len(seen) >= 1
 
 
+def _fingerprint(model, opt) -> tuple[float, float]:
+    """What ckpt_worker's load_full prints: the sum of the weights and of |exp_avg|."""
+    weights = sum(p.double().sum().item() for p in model.parameters())
+    return weights, sum(opt.state[p]["exp_avg"].double().abs().sum().item() for p in model.parameters())
+
+
 def _agents(nodes: int, per_node: int, path: str, env: dict) -> list[str]:
     """torchrun agents on this machine as `nodes` nodes of `per_node` processes each (static rendezvous)."""
     port = free_port()
@@ -140,7 +146,8 @@ def _agents(nodes: int, per_node: int, path: str, env: dict) -> list[str]:
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, out[-2000:] + err[-3000:]
-    return [m for out, _ in outs for m in re.findall(r"FINGERPRINT rank=\d+ ([0-9.]+e[+-]\d+)", out)]
+    number = r"([0-9.]+e[+-]\d+)"
+    return [m for out, _ in outs for m in re.findall(rf"FINGERPRINT rank=\d+ {number} {number}", out)]
 
 
 def test_one_reader_per_node_reads_storage_once_per_node(tmp_path):
@@ -148,7 +155,7 @@ def test_one_reader_per_node_reads_storage_once_per_node(tmp_path):
     two ranks twice (local rank 0 of each node reads, its node's ranks receive)."""
     cfg = tiny_cfg()
     model, opt = trained(cfg, steps=2)
-    expected = sum(p.double().sum().item() for p in model.parameters())
+    expected = _fingerprint(model, opt)
     with servers.counting_moto_server() as (url, counter):
         fsspec.config.conf["s3"] = {"endpoint_url": url, "key": "testing", "secret": "testing"}
         try:
@@ -170,7 +177,20 @@ def test_one_reader_per_node_reads_storage_once_per_node(tmp_path):
             prints = _agents(nodes, per_node, path, env)
             served[nodes] = counter.served / size
             assert len(prints) == 4
-            assert all(float(value) == pytest.approx(expected, rel=1e-9) for value in prints)
+            assert all(tuple(map(float, got)) == pytest.approx(expected, rel=1e-9) for got in prints)
     print(f"bytes served per load / checkpoint bytes: one node {served[1]:.3f}, two nodes {served[2]:.3f}")
     assert 0.99 < served[1] < 1.1
     assert 1.98 < served[2] < 2.2
+
+
+def test_uneven_shards_on_three_ranks(tmp_path):
+    """Three FSDP ranks split no dimension of the model evenly (32 -> 11, 11, 10; an embedding of 101 rows);
+    an unsharded checkpoint still lands exactly, weights and optimizer state."""
+    cfg = tiny_cfg(embedding_size=101)
+    model, opt = trained(cfg, steps=2)
+    path = save_checkpoint(
+        str(tmp_path), 2, model, opt, trainer_state(2), config_dict(cfg), sharded=False, keep=1
+    )
+    prints = _agents(1, 3, path, dict(os.environ))
+    assert len(prints) == 3
+    assert all(tuple(map(float, got)) == pytest.approx(_fingerprint(model, opt), rel=1e-9) for got in prints)
