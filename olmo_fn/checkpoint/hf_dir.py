@@ -116,7 +116,9 @@ def hf_source(url: str, with_optim: bool = False) -> Source:
     for name in _hf_weight_files(url):
         file_url = storage.join(url, name)
         if name.endswith(".safetensors"):
-            reader = SafetensorsReader(file_url, stack.enter_context(storage.open_read(file_url)))
+            reader = SafetensorsReader(
+                file_url, stack.enter_context(storage.open_read(file_url)), reuse_buffer=True
+            )
             lazies = {
                 k: Lazy(*reader.shape_and_dtype(k), functools.partial(reader.read, k)) for k in reader.infos
             }

@@ -110,12 +110,13 @@ def materialize(tree: Any) -> Any:
     return tree.load() if isinstance(tree, Lazy) else tree
 
 
-def olmo_file_tree(url: str, stem: str, stack: ExitStack) -> Any | None:
+def olmo_file_tree(url: str, stem: str, stack: ExitStack, streamed: bool = False) -> Any | None:
     """{stem}.safetensors (preferred, as the original does) or {stem}.pt of a folder as the nested object
-    the original saved, with tensors left unread (Lazy); None if neither file exists."""
+    the original saved, with tensors left unread (Lazy); None if neither file exists. `streamed`: the
+    tensors are used one at a time, so a safetensors reader may reuse one buffer for all of them."""
     st, pt = storage.join(url, f"{stem}.safetensors"), storage.join(url, f"{stem}.pt")
     if storage.exists(st):
-        reader = SafetensorsReader(st, stack.enter_context(storage.open_read(st)))
+        reader = SafetensorsReader(st, stack.enter_context(storage.open_read(st)), reuse_buffer=streamed)
         tree: dict[Any, Any] = {}
         for key in reader.infos:
             path, pickled = decode_key(key)
@@ -231,7 +232,7 @@ def _optim_items(tree: dict[str, Any], cfg: ModelConfig, url: str) -> list[tuple
             if isinstance(value, Lazy) and value.shape:
                 items.append((value, functools.partial(split, name, key)))
                 continue
-            scalar = value.load() if isinstance(value, Lazy) else torch.tensor(float(value))
+            scalar = value.load().clone() if isinstance(value, Lazy) else torch.tensor(float(value))
             items.append((Lazy.of(scalar), functools.partial(same, _split_names(name, cfg), key)))
     return items
 
@@ -244,11 +245,11 @@ def olmo_source(url: str, with_optim: bool = True) -> Source:
     """
     config, cfg = olmo_config(url)
     stack = ExitStack()
-    model = olmo_file_tree(url, "model", stack)
+    model = olmo_file_tree(url, "model", stack, streamed=True)
     if model is None:
         raise CheckpointError(f"{url}: neither model.safetensors nor model.pt; download the model file too")
     items = _model_items(model, cfg, url)
-    optim = olmo_file_tree(url, "optim", stack) if with_optim else None
+    optim = olmo_file_tree(url, "optim", stack, streamed=True) if with_optim else None
     if optim is not None:
         items += _optim_items(optim, cfg, url)
     with ExitStack() as small:

@@ -51,7 +51,7 @@ class Entry:
 class Source:
     """What a full-state reader offers: tensor entries and a generator reading them in that order.
 
-    `tensors()` raises CheckpointError on a corrupt or truncated file (a checksum is checked once the last
+    A yielded tensor is valid until the next one is asked for (readers reuse their buffer). `tensors()` raises CheckpointError on a corrupt or truncated file (a checksum is checked once the last
     tensor of a file is read); `rest` holds the non-tensor optimizer state ("param_groups.{param}.{key}").
     """
 
@@ -122,8 +122,9 @@ def converted_source(
 
 
 def collect(source: Source) -> dict[str, torch.Tensor]:
-    """Every tensor of a source in memory, by name (for single-process tools: conversion, unsharding)."""
-    return {e.name: t for e, t in zip(source.entries, source.tensors(), strict=True)}
+    """Every tensor of a source in memory, by name (for single-process tools: conversion, unsharding).
+    Each is copied: a stream's tensor may share its reader's buffer with the next one."""
+    return {e.name: t.clone() for e, t in zip(source.entries, source.tensors(), strict=True)}
 
 
 # --- where the stream goes ------------------------------------------------------------------------------

@@ -84,11 +84,13 @@ class SafetensorsReader:
     reader's memory is one tensor, and an object store serves each byte once.
 
     Reading in file order also hashes the bytes on the way, so `verify` can check the whole file against a
-    manifest entry without reading it a second time.
+    manifest entry without reading it a second time. With `reuse_buffer`, every read lands in one buffer
+    (no fresh memory to fault in per tensor): a tensor is then valid only until the next read.
     """
 
-    def __init__(self, url: str, stream: Any):
+    def __init__(self, url: str, stream: Any, *, reuse_buffer: bool = False):
         self.url, self._stream = url, stream
+        self._scratch: torch.Tensor | None = torch.empty(0, dtype=torch.uint8) if reuse_buffer else None
         try:
             prefix = stream.read(8)
             (length,) = struct.unpack("<Q", prefix)
@@ -112,7 +114,7 @@ class SafetensorsReader:
         """One tensor, read from its byte range."""
         shape, dtype = self.shape_and_dtype(name)
         start, end = self.infos[name]["data_offsets"]
-        buffer = torch.empty(end - start, dtype=torch.uint8)
+        buffer = self._buffer(end - start)
         if end > start:
             self._stream.seek(self._data_start + start)
             view, got = memoryview(buffer.numpy()), 0
@@ -128,6 +130,13 @@ class SafetensorsReader:
         if expected != end - start:
             raise CheckpointError(f"{self.url}: tensor {name!r} has {end - start} bytes for shape {shape}")
         return buffer.view(dtype).reshape(shape)
+
+    def _buffer(self, nbytes: int) -> torch.Tensor:
+        if self._scratch is None:
+            return torch.empty(nbytes, dtype=torch.uint8)
+        if self._scratch.numel() < nbytes:
+            self._scratch = torch.empty(nbytes, dtype=torch.uint8)
+        return self._scratch[:nbytes]
 
     def verify(self, entry: dict[str, Any]) -> None:
         """Check the bytes read so far against a manifest entry; every tensor must have been read in order."""
