@@ -169,11 +169,6 @@ def _param_names(optim: dict[str, Any], cfg: ModelConfig, url: str) -> dict[Any,
     return dict(zip(ids, order))
 
 
-def olmo_origin(cfg: ModelConfig) -> dict[str, str]:
-    """olmo_fn parameter name -> the original parameter it comes from (q/k/v <- att_proj, ...)."""
-    return {ours: name for name in olmo_param_order(cfg) for ours in _split_names(name, cfg)}
-
-
 def _split_names(name: str, cfg: ModelConfig) -> list[str]:
     """The olmo_fn names one original parameter becomes."""
     d, kv = cfg.d_model, cfg.effective_n_kv_heads * cfg.head_dim
