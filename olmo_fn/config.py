@@ -12,7 +12,6 @@ from typing import Literal
 from olmo_fn.model_config import ModelConfig  # noqa: F401  (re-exported: the model's part of every config)
 
 MemmapDtype = Literal["uint8", "uint16", "uint32", "uint64"]
-PadDirection = Literal["right", "left"]
 
 
 @dataclass
@@ -33,19 +32,17 @@ class DataConfig:
 
     paths: list[str] = field(default_factory=list)
     """Token files (headerless arrays named .npy), local paths or fsspec URLs (gs://, s3://, https://)."""
+    paths_file: str | None = None
+    """A text file (local or URL) listing the token files, one per line, in order (blank lines and lines
+    starting with # are skipped; relative entries are relative to the list's folder); used instead of paths."""
     datasets: dict[str, list[str]] | None = None
     """Named groups of token files, used instead of paths; each instance carries its group's label."""
     label_mask_paths: list[str] | None = None
     """One raw bool file per token file, of the same length: False excludes a token from the loss (SFT)."""
     memmap_dtype: MemmapDtype = "uint16"
     """Integer type of the token files."""
-    pad_direction: PadDirection = "right"
-    """Side on which collate_instances pads items shorter than the longest of a batch (training instances
-    are all max_sequence_length long and never padded)."""
     generate_attention_mask: bool = False
     """Give each batch an attention_mask that is False at the pad_token_id positions."""
-    generate_doc_lengths: bool = False
-    """Give each batch doc_lens (lengths of the EOS-terminated documents of each instance)."""
     seed: int | None = None
     """Seed of the data order (shuffled with seed + epoch); None = the run's seed."""
     num_workers: int = 0
@@ -115,7 +112,9 @@ class SchedulerConfig:
     decay_fraction: float = 0.1
     """WSD only: fraction of t_max spent in the final linear decay."""
     grad_clip_warmup_steps: float | None = None
-    """While progress <= this (in `units`), the gradient-norm limit is multiplied by grad_clip_warmup_factor."""
+    """Length of the clip warmup, counted in `units` like t_warmup (so in tokens when units='tokens', as in
+    the original, despite the name): while progress <= this, the gradient-norm limit is max_grad_norm x
+    grad_clip_warmup_factor."""
     grad_clip_warmup_factor: float | None = None
     """Factor of max_grad_norm during the clip warmup."""
 
@@ -186,6 +185,24 @@ class ParallelConfig:
     float32 otherwise. The sharded master copy stays float32."""
     fsdp_reduce_dtype: Literal["float32", "bfloat16"] = "float32"
     """dtype of the gradient reduce-scatter / all-reduce."""
+    reshard_after_forward: bool = True
+    """Free each block's gathered parameters after its forward and gather them again in backward (FSDP's
+    FULL_SHARD); false keeps them until backward (SHARD_GRAD_OP: more memory, one all-gather less)."""
+
+
+@dataclass
+class OriginalTrainerConfig:
+    """What the original OLMo trainer (ai2-olmo up to 0.6) did where that differs from what its config says.
+    Runs of original YAMLs and the official recipes turn these on, to reproduce what was run; olmo_fn's own
+    behaviour is the documented one."""
+
+    builtin_z_loss_multiplier: bool = False
+    """Apply z-loss with 1e-4, the original loss function's built-in multiplier, whatever
+    auxiliary_loss_multiplier says: the original trainer never passed the configured value to its loss, so its
+    runs used 1e-4 (the OLMo-2 configs say 1e-5)."""
+    lagged_clip_warmup: bool = False
+    """Clip step N with the limit computed at step N-1, and step 1 with the plain max_grad_norm, as the
+    original trainer did (it clipped before updating the limit; the learning rate had no such lag)."""
 
 
 @dataclass
@@ -205,13 +222,16 @@ class TrainConfig:
     precision: Literal["fp32", "amp_bf16"] = "fp32"
     """fp32 everywhere, or bf16 autocast with fp32 master weights and optimizer state (GPUs)."""
     compile: bool = False
-    """torch.compile the model's blocks and the loss (worth it on GPUs; only costs time on a CPU)."""
+    """torch.compile each transformer block (the embedding, head and loss stay eager; worth it on GPUs, only
+    costs time on a CPU)."""
     max_grad_norm: float | None = 1.0
     """Clip the global gradient norm to this; None = no clipping."""
     softmax_auxiliary_loss: bool = False
     """Add OLMo's z-loss (auxiliary_loss_multiplier x logsumexp^2) to the loss."""
     auxiliary_loss_multiplier: float = 1e-4
     """z-loss multiplier (OLMo 2: 1e-5)."""
+    original_trainer: OriginalTrainerConfig = field(default_factory=OriginalTrainerConfig)
+    """The original trainer's behaviours where they differ from its configs (off = olmo_fn's documented ones)."""
     loss_normalization: Literal["batch_tokens", "label_tokens"] = "batch_tokens"
     """Divide the summed loss by every token of the global batch (the original) or by its label tokens."""
     save_folder: str = "runs/olmo-run"
@@ -223,9 +243,9 @@ class TrainConfig:
     save_interval_unsharded: int | None = 1000
     """Steps between unsharded checkpoints (None = none); one is always written at the end."""
     save_num_checkpoints_to_keep: int = -1
-    """Sharded checkpoints to keep (-1 = all)."""
+    """Sharded checkpoints to keep (-1 = all; 0 = write no sharded checkpoint, whatever save_interval says)."""
     save_num_unsharded_checkpoints_to_keep: int = -1
-    """Unsharded checkpoints to keep (-1 = all)."""
+    """Unsharded checkpoints to keep (-1 = all; 0 = write no unsharded checkpoint, not even the final one)."""
     load_path: str | None = None
     """Checkpoint to start from: native, sharded, original OLMo or Hugging Face; local or URL."""
     verify_checkpoint: bool = False

@@ -14,6 +14,9 @@ import torch
 import torch.nn.functional as F
 
 IGNORE_INDEX = -100
+ORIGINAL_Z_LOSS_MULTIPLIER = 1e-4
+"""The multiplier the original trainer's z-loss really used: its loss function's default, as the trainer
+never passed the configured auxiliary_loss_multiplier on."""
 Normalization = Literal["label_tokens", "batch_tokens"]
 
 

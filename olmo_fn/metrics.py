@@ -80,6 +80,9 @@ class SpeedMeter:
         seconds = sum(s for s, _ in self.samples)
         return sum(t for _, t in self.samples) / seconds if seconds > 0 else 0.0
 
+    def seconds_per_step(self) -> float:
+        return sum(s for s, _ in self.samples) / len(self.samples) if self.samples else 0.0
+
     def mfu(self, world_size: int = 1) -> float | None:
         if self.peak is None:
             return None

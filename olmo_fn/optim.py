@@ -97,3 +97,16 @@ def max_grad_norm_at(cfg: SchedulerConfig, max_grad_norm: float | None, t: float
         if t <= cfg.grad_clip_warmup_steps:
             return max_grad_norm * cfg.grad_clip_warmup_factor
     return max_grad_norm
+
+
+def clip_limit(
+    cfg: SchedulerConfig, max_grad_norm: float | None, step: int, unit: float, *, lagged: bool = False
+) -> float | None:
+    """The gradient-norm limit step `step` (counted from 1, at progress step x unit) is clipped with.
+
+    lagged: the original trainer's order, which clipped before updating the limit, so a step used the limit
+    of the step before it and the first step the plain max_grad_norm.
+    """
+    if not lagged:
+        return max_grad_norm_at(cfg, max_grad_norm, step * unit)
+    return max_grad_norm if step <= 1 else max_grad_norm_at(cfg, max_grad_norm, (step - 1) * unit)

@@ -207,6 +207,7 @@ def apply_fsdp(
     mesh: DeviceMesh,
     param_dtype: torch.dtype = torch.float32,
     reduce_dtype: torch.dtype = torch.float32,
+    reshard_after_forward: bool = True,
 ) -> None:
     """FSDP2 units: the embedding, each block, the final norm + head (kept gathered after forward: backward
     needs it at once), and the root. A tied embedding and head stay together in the root unit.
@@ -218,9 +219,9 @@ def apply_fsdp(
     kw = {"mesh": mesh, "mp_policy": MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)}
     tied = model.config.weight_tying
     if not tied:
-        fully_shard(model.embeddings, **kw)
+        fully_shard(model.embeddings, reshard_after_forward=reshard_after_forward, **kw)
     for block in model.blocks:
-        fully_shard(block, **kw)
+        fully_shard(block, reshard_after_forward=reshard_after_forward, **kw)
     if not tied:
         fully_shard(model.lm_head, reshard_after_forward=False, **kw)
     fully_shard(model, **kw)
@@ -267,5 +268,5 @@ def parallelize(
     fsdp_mesh = fsdp_mesh_of(mesh) if mesh is not None else None
     if fsdp_mesh is not None:
         param_dtype, reduce_dtype = fsdp_dtypes(cfg, device_type, precision)
-        apply_fsdp(model, fsdp_mesh, param_dtype, reduce_dtype)
+        apply_fsdp(model, fsdp_mesh, param_dtype, reduce_dtype, cfg.reshard_after_forward)
     return model

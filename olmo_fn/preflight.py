@@ -93,7 +93,7 @@ def _batch(cfg: TrainConfig, degrees: tuple[int, int, int]) -> None:
 
 
 def _train_data(cfg: TrainConfig) -> TokenDataset:
-    if not cfg.data.paths and not cfg.data.datasets:
+    if not (cfg.data.paths or cfg.data.paths_file or cfg.data.datasets):
         raise ConfigError(
             "data.paths is empty: pass the token files, e.g. --data.paths=[part-0.npy,part-1.npy]"
         )

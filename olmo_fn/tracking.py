@@ -1,12 +1,15 @@
-"""Where metrics go: one Aim run per training run (rank 0), and the console (a progress bar on a terminal,
-plain log lines otherwise)."""
+"""Where metrics go (rank 0): {save_folder}/metrics.jsonl, one Aim run per training run, and the console (a
+progress bar on a terminal, plain log lines otherwise). Metric names are the original OLMo's W&B keys
+(`train/CrossEntropyLoss`, `optim/total_grad_norm`, `eval/{label}/Perplexity`, ...)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from typing import Any
 
+from olmo_fn.checkpoint import storage
 from olmo_fn.config import TrackingConfig
 
 log = logging.getLogger("olmo_fn")
@@ -29,6 +32,59 @@ def format_metrics(metrics: dict[str, float | None]) -> str:
     return " ".join(parts)
 
 
+class MetricsFile:
+    """{save_folder}/metrics.jsonl: one JSON object per logged step ({"step": N, key: value, ...}), floats at
+    full precision. A run resumed at step S first drops the lines of steps after S (written after the
+    checkpoint it resumes from); a fresh run starts the file afresh. Local files get each line as it is
+    complete; on object stores the whole file is rewritten at each checkpoint and at the end."""
+
+    def __init__(self, save_folder: str, start_step: int):
+        self.url = storage.join(save_folder, "metrics.jsonl")
+        self.local = storage.is_local(self.url)
+        self.lines: list[str] = []
+        if start_step > 0 and storage.exists(self.url):
+            for line in storage.read_bytes(self.url).decode().splitlines():
+                try:
+                    if json.loads(line)["step"] <= start_step:
+                        self.lines.append(line)
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut short by a crash
+        self.step: int | None = None
+        self.row: dict[str, Any] = {}
+        if self.local:
+            path = storage.local_path(self.url)
+            with open(path, "w") as f:
+                f.writelines(line + "\n" for line in self.lines)
+            self.file = open(path, "a")  # noqa: SIM115 - closed in close()
+
+    def log(self, step: int, metrics: dict[str, float | None]) -> None:
+        if step != self.step:
+            self.end_row()
+            self.step = step
+        self.row.update({k: v for k, v in metrics.items() if v is not None})
+
+    def end_row(self) -> None:
+        if not self.row:
+            return
+        line = json.dumps({"step": self.step, **self.row})
+        self.row = {}
+        if self.local:
+            self.file.write(line + "\n")
+            self.file.flush()
+        else:
+            self.lines.append(line)
+
+    def flush(self) -> None:
+        self.end_row()
+        if not self.local:
+            storage.write_bytes(self.url, "".join(line + "\n" for line in self.lines).encode())
+
+    def close(self) -> None:
+        self.flush()
+        if self.local:
+            self.file.close()
+
+
 class Tracker:
     """Console and Aim output of a run; every method is a no-op on ranks other than 0."""
 
@@ -44,9 +100,11 @@ class Tracker:
         start_step: int,
         run_hash: str | None = None,
     ):
-        self.rank, self.aim_run, self.bar = rank, None, None
+        self.rank, self.aim_run, self.bar, self.metrics_file = rank, None, None, None
+        self.total_steps = total_steps
         if rank != 0:
             return
+        self.metrics_file = MetricsFile(save_folder, start_step)
         if cfg.aim:
             from aim import Run
 
@@ -74,22 +132,22 @@ class Tracker:
     def log(
         self, step: int, metrics: dict[str, float | None], context: dict[str, str], console: bool = True
     ) -> None:
-        """Record metrics at a step under an Aim context ({'subset': 'train'} or {'subset': 'eval', ...})."""
+        """Record metrics at a step: into metrics.jsonl, and into Aim under a context ({'subset': 'train'} or
+        {'subset': 'eval', 'dataset': label})."""
         if self.rank != 0:
             return
+        self.metrics_file.log(step, metrics)
         if self.aim_run is not None:
             for name, value in metrics.items():
                 if value is not None:
                     self.aim_run.track(float(value), name=name, step=step, context=context)
         if not console:
             return
-        where = "/".join(context.values())
         if self.bar is not None and context.get("subset") == "train":
-            self.bar.set_postfix_str(
-                format_metrics({k: metrics.get(k) for k in ("loss", "tokens_per_second")})
-            )
+            keys = ("train/CrossEntropyLoss", "throughput/device/tokens_per_second")
+            self.bar.set_postfix_str(format_metrics({k.rsplit("/", 1)[1]: metrics.get(k) for k in keys}))
         else:
-            self.write(f"[step {step}] {where} {format_metrics(metrics)}")
+            self.write(f"[step {step}/{self.total_steps}] {format_metrics(metrics)}")
 
     def advance(self, step: int) -> None:
         if self.bar is not None:
@@ -104,7 +162,19 @@ class Tracker:
         else:
             print(line, flush=True)
 
+    def end_step(self) -> None:
+        """Everything of this step is logged: its metrics.jsonl line can be written."""
+        if self.metrics_file is not None:
+            self.metrics_file.end_row()
+
+    def flush(self) -> None:
+        """Make metrics.jsonl complete up to the last finished step (also on object stores)."""
+        if self.metrics_file is not None:
+            self.metrics_file.flush()
+
     def close(self) -> None:
+        if self.metrics_file is not None:
+            self.metrics_file.close()
         if self.bar is not None:
             self.bar.close()
         if self.aim_run is not None:

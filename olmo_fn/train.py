@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -32,9 +30,10 @@ from olmo_fn.data.order import write_global_indices
 from olmo_fn.dist import DistEnv, init_distributed
 from olmo_fn.errors import ConfigError, OlmoFnError
 from olmo_fn.eval import evaluate_lm
+from olmo_fn.loss import ORIGINAL_Z_LOSS_MULTIPLIER
 from olmo_fn.metrics import SpeedMeter, device_peak_flops, peak_memory_bytes
 from olmo_fn.model import Transformer, flops_per_token, init_weights
-from olmo_fn.optim import build_optimizer, lr_at, max_grad_norm_at
+from olmo_fn.optim import build_optimizer, clip_limit, lr_at
 from olmo_fn.parallel import parallelize
 from olmo_fn.preflight import check_save_folder, open_data, preflight
 from olmo_fn.run_context import Hooks, Run, TrainState, saves_due
@@ -67,39 +66,17 @@ def parse_duration(text: str, batches_per_epoch: int, tokens_per_batch: int, sta
         ) from e
 
 
-def rng_state() -> dict:
-    """Every random generator's state, JSON-able except the torch tensors."""
-    version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "python": [version, list(internal), gauss],
-        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
-def prepare_save_folder(cfg: TrainConfig) -> str | None:
-    """Find what to load (this run's latest save with --try_load_latest_save, else load_path), clear the
-    folder for --save_overwrite, write config.yaml. Run by rank 0 only (see train)."""
+def prepare_save_folder(cfg: TrainConfig) -> tuple[str | None, bool]:
+    """Find what to load: (this run's latest save, True) with --try_load_latest_save, else (load_path,
+    False); clear the folder for --save_overwrite, write config.yaml. Run by rank 0 only (see train)."""
     latest = ckpt.find_latest(cfg.save_folder)
     if latest is not None and not cfg.try_load_latest_save:
         check_save_folder(cfg)  # preflight said so already, unless the folder changed since
         remove_checkpoints(cfg.save_folder)
     write_config(cfg.save_folder, config_to_dict(cfg))
-    return latest if latest is not None and cfg.try_load_latest_save else cfg.load_path
+    if latest is not None and cfg.try_load_latest_save:
+        return latest, True
+    return cfg.load_path, False
 
 
 def build_model(
@@ -129,27 +106,26 @@ def trainer_state_dict(run: Run) -> dict:
         "examples_seen_this_epoch": state.examples_seen_this_epoch,
         "world_size": run.env.world_size,
         "data_loader": loader_state_dict(run.loader),
-        "rng": rng_state(),
         "aim_run_hash": run.run_hash,
     }
 
 
 def restore(
-    cfg: TrainConfig, path: str, model: nn.Module, optimizer
+    cfg: TrainConfig, path: str, model: nn.Module, optimizer, *, resuming: bool = False
 ) -> tuple[TrainState, dict | None, str | None]:
-    """Load a checkpoint into model (and optimizer); the trainer state unless reset_trainer_state."""
-    keep_optimizer = not cfg.reset_optimizer_state
+    """Load a checkpoint into model (and optimizer); the trainer state unless reset_trainer_state. Resuming
+    the run's own latest save (try_load_latest_save) restores everything, whatever the reset flags say (they
+    are for the first start from load_path), as in the original."""
+    keep_optimizer = resuming or not cfg.reset_optimizer_state
     loaded = ckpt.load_checkpoint(
         path, model, optimizer if keep_optimizer else None, verify=cfg.verify_checkpoint
     )
     ts = loaded.trainer_state
-    if ts is None or cfg.reset_trainer_state:
+    if ts is None or (cfg.reset_trainer_state and not resuming):
         return TrainState(), None, None
     state = TrainState(
         ts["step"], ts.get("tokens_seen", 0), ts.get("epoch", 0), ts.get("examples_seen_this_epoch", 0)
     )
-    if ts.get("rng") is not None and ts.get("world_size", 1) == 1:
-        set_rng_state(ts["rng"])
     return state, ts, ts.get("aim_run_hash")
 
 
@@ -175,7 +151,7 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult | None:
     if cfg.dry_run:  # no process group: the checks and a plan for the mesh the parallel degrees describe
         from olmo_fn.dryrun import dry_run_report, plan_degrees
 
-        has_data = bool(cfg.data.paths or cfg.data.datasets)
+        has_data = bool(cfg.data.paths or cfg.data.paths_file or cfg.data.datasets)
         preflight(cfg, math.prod(plan_degrees(cfg)), with_data=has_data)
         print(dry_run_report(cfg))
         print("preflight: passed" + ("" if has_data else " (no data.paths given: the data was not checked)"))
@@ -184,14 +160,15 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult | None:
     checked = _on_rank0(env, preflight, cfg, env.world_size, share=False)  # before anything is allocated
     if env.rank != 0:  # rank 0 checked everything; the others open the data for themselves
         checked = open_data(cfg)
-    load_path = _on_rank0(env, prepare_save_folder, cfg)
+    load_path, resuming = _on_rank0(env, prepare_save_folder, cfg)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, env.device, env.mesh, init=not load_path)  # a load overwrites every parameter
     optimizer = build_optimizer(model, cfg.optimizer)
     state, trainer_state, run_hash = TrainState(), None, None
     if load_path:
-        state, trainer_state, run_hash = restore(cfg, load_path, model, optimizer)
-    bolt_on = state.step if (load_path and cfg.reset_optimizer_state and trainer_state) else None
+        state, trainer_state, run_hash = restore(cfg, load_path, model, optimizer, resuming=resuming)
+    reset_optimizer = cfg.reset_optimizer_state and not resuming
+    bolt_on = state.step if (load_path and reset_optimizer and trainer_state) else None
     loader = build_train_loader(
         checked.dataset,
         cfg.data,
@@ -217,9 +194,9 @@ def _loop(run: Run, eval_sets: dict, bolt_on: int | None) -> TrainResult:
     tokens_per_batch = cfg.global_train_batch_size * seq
     max_steps = parse_duration(cfg.max_duration, sampler.batches_per_epoch, tokens_per_batch)
     stop = min(max_steps, cfg.stop_at) if cfg.stop_at is not None else max_steps
-    units_tokens = cfg.scheduler.units == "tokens"
-    t_max = max_steps * tokens_per_batch if units_tokens else max_steps
-    bolt = None if bolt_on is None else bolt_on * (tokens_per_batch if units_tokens else 1)
+    unit = tokens_per_batch if cfg.scheduler.units == "tokens" else 1  # progress per step
+    t_max, bolt = max_steps * unit, None if bolt_on is None else bolt_on * unit
+    z_loss = z_loss_multiplier(cfg)
     autocast = autocast_dtype(cfg.precision, env.device)
     peak, peak_note = device_peak_flops(env.device, autocast or torch.float32)
     speed = SpeedMeter(flops_per_token(cfg.model, seq), peak)
@@ -228,6 +205,9 @@ def _loop(run: Run, eval_sets: dict, bolt_on: int | None) -> TrainResult:
         rank=env.rank, total_steps=stop, start_step=state.step, run_hash=run.run_hash,
     )  # fmt: skip
     run.run_hash = run.tracker.run_hash
+    note = original_trainer_note(cfg)
+    if note:
+        run.tracker.write(note)
     if peak is None:
         run.tracker.write(f"MFU not reported: {peak_note}")
     if cfg.precision == "amp_bf16" and autocast is None:
@@ -242,14 +222,16 @@ def _loop(run: Run, eval_sets: dict, bolt_on: int | None) -> TrainResult:
         while state.step < stop:
             batch = next(iterator)
             start = time.perf_counter()
-            progress = (state.step + 1) * (tokens_per_batch if units_tokens else 1)
+            n = state.step + 1
             metrics = train_step(
                 run.model, run.optimizer, batch,
-                lr=lr_at(cfg.scheduler, cfg.optimizer.learning_rate, progress, t_max, bolt),
+                lr=lr_at(cfg.scheduler, cfg.optimizer.learning_rate, n * unit, t_max, bolt),
                 microbatch_size=cfg.device_train_microbatch_size,
-                max_grad_norm=max_grad_norm_at(cfg.scheduler, cfg.max_grad_norm, progress),
-                z_loss_multiplier=cfg.auxiliary_loss_multiplier if cfg.softmax_auxiliary_loss else 0.0,
-                normalization=cfg.loss_normalization, autocast_dtype=autocast, dp_group=env.dp_group,
+                max_grad_norm=clip_limit(
+                    cfg.scheduler, cfg.max_grad_norm, n, unit, lagged=cfg.original_trainer.lagged_clip_warmup
+                ),
+                z_loss_multiplier=z_loss, normalization=cfg.loss_normalization, autocast_dtype=autocast,
+                dp_group=env.dp_group,
             )  # fmt: skip
             speed.record(time.perf_counter() - start, metrics.batch_tokens)
             state.step += 1
@@ -259,14 +241,44 @@ def _loop(run: Run, eval_sets: dict, bolt_on: int | None) -> TrainResult:
                 hook(run, batch, metrics)
             run.tracker.advance(state.step)
             if state.step % cfg.console_log_interval == 0 or state.step == stop:
-                _log(run, _train_metrics(metrics, speed, env), {"subset": "train"})
+                _log(run, _train_metrics(run, metrics, speed), {"subset": "train"})
             if _due(cfg.eval_interval, state.step, stop) and eval_sets:
                 result.eval_history.append((state.step, _evaluate(run, eval_sets)))
+            run.tracker.end_step()
             for sharded in saves_due(cfg, state.step, stop):
                 result.checkpoint = _save(run, sharded)
     finally:
         run.tracker.close()
     return result
+
+
+def z_loss_multiplier(cfg: TrainConfig) -> float:
+    """The z-loss multiplier a run applies: 0 without z-loss; the original trainer's 1e-4 when it is told to
+    do what that trainer did; auxiliary_loss_multiplier otherwise."""
+    if not cfg.softmax_auxiliary_loss:
+        return 0.0
+    if cfg.original_trainer.builtin_z_loss_multiplier:
+        return ORIGINAL_Z_LOSS_MULTIPLIER
+    return cfg.auxiliary_loss_multiplier
+
+
+def original_trainer_note(cfg: TrainConfig) -> str | None:
+    """One line saying which of the original trainer's behaviours this run reproduces, if any."""
+    parts = []
+    if cfg.original_trainer.builtin_z_loss_multiplier and cfg.softmax_auxiliary_loss:
+        said = cfg.auxiliary_loss_multiplier
+        parts.append(
+            f"z-loss multiplier {ORIGINAL_Z_LOSS_MULTIPLIER:g}"
+            + (
+                f" (the config says {said:g}; the original never passed it to its loss)"
+                if said != 1e-4
+                else ""
+            )
+        )
+    warmup = cfg.scheduler.grad_clip_warmup_steps is not None and cfg.scheduler.grad_clip_warmup_factor
+    if cfg.original_trainer.lagged_clip_warmup and warmup and cfg.max_grad_norm is not None:
+        parts.append("the clip warmup lags one step (step 1 is clipped at the plain max_grad_norm)")
+    return "as the original trainer did: " + "; ".join(parts) if parts else None
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -300,18 +312,26 @@ def _due(interval: int | None, step: int, stop: int) -> bool:
     return step == stop or (interval is not None and interval > 0 and step % interval == 0)
 
 
-def _train_metrics(m, speed: SpeedMeter, env: DistEnv) -> dict[str, float | None]:
-    mfu = speed.mfu(env.world_size)
-    return {
-        "loss": m.ce_loss,
-        "perplexity": math.exp(min(m.ce_loss, 50.0)),
-        "z_loss": m.z_loss,
-        "grad_norm": m.grad_norm,
-        "lr": m.lr,
-        "tokens_per_second": speed.tokens_per_second(),
-        "mfu": mfu,
-        "peak_memory_gb": peak_memory_bytes(env.device) / 2**30,
-    }
+def _train_metrics(run: Run, m, speed: SpeedMeter) -> dict[str, float | None]:
+    """A step's metrics under the original's W&B keys and with its normalisation: loss sums over the batch
+    divided by every position of it (B x T, also each row's last, which has no target)."""
+    env, cfg = run.env, run.cfg
+    ce = m.ce_sum / max(m.batch_tokens, 1)
+    out: dict[str, float | None] = {"train/CrossEntropyLoss": ce, "train/Perplexity": math.exp(min(ce, 50.0))}
+    if cfg.softmax_auxiliary_loss:
+        out["train/ZLoss"] = m.z_sum / max(m.batch_tokens, 1)
+    out["train/CrossEntropyLoss.per_label_token"] = m.ce_loss
+    out["optim/total_grad_norm"] = m.grad_norm
+    for i, group in enumerate(run.optimizer.param_groups):
+        out[f"optim/learning_rate_group{i}"] = float(group["lr"])
+    seconds = speed.seconds_per_step()
+    out["throughput/total_tokens"] = run.state.tokens_seen
+    out["throughput/device/tokens_per_second"] = speed.tokens_per_second() / env.world_size
+    out["throughput/device/batches_per_second"] = 1.0 / seconds if seconds else None
+    out["throughput/device/mfu"] = speed.mfu(env.world_size)
+    memory = "GPU" if env.device.type == "cuda" else "CPU"
+    out[f"System/Peak {memory} Memory (MB)"] = peak_memory_bytes(env.device) / 2**20
+    return out
 
 
 def _evaluate(run: Run, eval_sets: dict) -> dict[str, float]:
@@ -323,7 +343,8 @@ def _evaluate(run: Run, eval_sets: dict) -> dict[str, float]:
             max_batches=run.cfg.eval.eval_subset_num_batches, rank=run.env.dp_rank, world_size=run.env.dp_size,
             autocast_dtype=autocast,
         )  # fmt: skip
-        _log(run, metrics, {"subset": "eval", "dataset": label})
+        keyed = {f"eval/{label}/{k}": v for k, v in metrics.items()}
+        _log(run, keyed, {"subset": "eval", "dataset": label})
         out.update({f"{label}/{k}": v for k, v in metrics.items()})
     return out
 
@@ -337,6 +358,7 @@ def _save(run: Run, sharded: bool) -> str:
         sharded=sharded, keep=keep,
     )  # fmt: skip
     run.tracker.write(f"[step {run.state.step}] checkpoint saved: {path}")
+    run.tracker.flush()
     for hook in run.hooks.after_save:
         hook(run, path)
     return path

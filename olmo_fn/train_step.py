@@ -20,14 +20,26 @@ from olmo_fn.loss import IGNORE_INDEX, Normalization, loss_denominator, shift_la
 
 @dataclass
 class StepMetrics:
-    """What one step measured: mean cross-entropy and z-loss per label token, the pre-clip grad norm."""
+    """What one step measured over the global batch: loss sums and token counts, the pre-clip grad norm."""
 
-    ce_loss: float
-    z_loss: float
+    ce_sum: float
+    z_sum: float
     grad_norm: float
     lr: float
     label_tokens: int
+    """Positions with a target."""
     batch_tokens: int
+    """Every position of the batch (B x T), the original's loss denominator."""
+
+    @property
+    def ce_loss(self) -> float:
+        """Mean cross-entropy per label token."""
+        return self.ce_sum / max(self.label_tokens, 1)
+
+    @property
+    def z_loss(self) -> float:
+        """Mean z-loss per label token."""
+        return self.z_sum / max(self.label_tokens, 1)
 
 
 def batch_labels(batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -134,12 +146,11 @@ def train_step(
     params = [p for group in optimizer.param_groups for p in group["params"]]
     _all_reduce_plain_grads(params, dp_group)
     grad_norm = grad_norm_and_clip(params, max_grad_norm).item()
-    n_labels = max(counts[1].item(), 1.0)
-    ce, z = (sums / n_labels).tolist()
+    ce, z = sums.tolist()
     if not (math.isfinite(ce) and math.isfinite(z) and math.isfinite(grad_norm)):
         optimizer.zero_grad(set_to_none=True)
         raise TrainingError(
-            f"non-finite training step (loss {ce}, z-loss {z}, grad norm {grad_norm}); stopping without "
+            f"non-finite training step (loss sum {ce}, z-loss sum {z}, grad norm {grad_norm}); stopping without "
             "applying it. Lower the learning rate, enable z-loss or clipping, or resume from the last checkpoint"
         )
     for group in optimizer.param_groups:

@@ -48,7 +48,12 @@ def save_checkpoint(
 
     Collective under torch.distributed (every rank calls it). keep: how many of this kind to keep (-1 = all).
     """
-    if keep == 0 or keep < -1:
+    if keep == 0:
+        raise ConfigError(
+            "checkpoint keep=0 means this kind of checkpoint is off, so there is nothing to save; "
+            "use a positive count, or -1 to keep all"
+        )
+    if keep < -1:
         raise ConfigError(f"checkpoint keep={keep}: use a positive count, or -1 to keep all")
     rank, _ = rank_and_world()
     name = checkpoint_name(step, sharded)

@@ -77,37 +77,9 @@ def _top_to_olmo() -> dict[str, str]:
     return {v: k for k, v in _TOP_FROM_OLMO.items()}
 
 
-_UNSUPPORTED = {
-    "activation_type": ("swiglu",),
-    "block_type": ("sequential",),
-    "alibi": (False,),
-    "rope": (True,),
-    "include_bias": (False,),
-    "scale_logits": (False,),
-    "embedding_layer_norm": (False, None),
-    "bias_for_layer_norm": (False, None),
-    "block_group_size": (1,),
-}
-_COPIED = (
-    "d_model n_heads n_layers mlp_ratio mlp_hidden_size layer_norm_with_affine attention_layer_norm "
-    "attention_layer_norm_with_affine norm_after clip_qkv rope_theta weight_tying vocab_size embedding_size "
-    "eos_token_id pad_token_id max_sequence_length init_fn init_std init_cutoff_factor emb_init_std"
-).split()
-
-
 def model_config_from_olmo(model: dict[str, Any]) -> ModelConfig:
-    """ModelConfig from the `model:` section of an original OLMo config.yaml."""
-    for key, allowed in _UNSUPPORTED.items():
-        if key in model and model[key] not in allowed:
-            raise ConfigError(
-                f"model.{key}: {model[key]!r} is not supported by olmo_fn (expected {allowed[0]!r})"
-            )
-    fields = {k: model[k] for k in _COPIED if k in model and model[k] is not None}
-    norm_type = model.get("layer_norm_type", "default")
-    fields["layer_norm_type"] = "rms" if norm_type == "rms" else "default"
-    fields["layer_norm_eps"] = model.get("layer_norm_eps") or 1e-5
-    n_kv = model.get("n_kv_heads")
-    fields["n_kv_heads"] = 1 if model.get("multi_query_attention") else n_kv
-    if "attention_layer_norm_with_affine" not in fields and "layer_norm_with_affine" in fields:
-        fields["attention_layer_norm_with_affine"] = fields["layer_norm_with_affine"]
-    return ModelConfig(**fields)
+    """ModelConfig from the `model:` section of an original OLMo config.yaml (absent keys take the original's
+    defaults, as its loader fills them)."""
+    from olmo_fn.original import model_config_from_original
+
+    return model_config_from_original(model)

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from olmo_fn.checkpoint import storage
 from olmo_fn.checkpoint.olmo import from_olmo_state_dict, model_config_from_olmo
@@ -133,7 +132,9 @@ def olmo_file_tree(url: str, stem: str, stack: ExitStack, streamed: bool = False
 
 def olmo_config(url: str) -> tuple[dict[str, Any], ModelConfig]:
     """(full config dict, ModelConfig) of an original folder's config.yaml."""
-    config = yaml.safe_load(storage.read_bytes(storage.join(url, "config.yaml")))
+    from olmo_fn.original import load_yaml  # the original's scalar rules: `1e-6` is a float
+
+    config = load_yaml(storage.read_bytes(storage.join(url, "config.yaml")), f"{url}/config.yaml")
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
         raise CheckpointError(f"{url}/config.yaml: no `model:` section; is this an OLMo checkpoint folder?")
     try:

@@ -34,11 +34,3 @@ def all_true(shape: int | tuple[int, ...]) -> np.ndarray:
     out = np.empty(shape, dtype=np.bool_)
     out.fill(True)
     return out
-
-
-def document_lengths(tokens: np.ndarray, eos_token_id: int) -> np.ndarray:
-    """Lengths of the EOS-terminated documents of an instance; the last one is closed at the end."""
-    ends = np.flatnonzero(tokens == eos_token_id) + 1
-    if ends.size == 0 or ends[-1] != len(tokens):
-        ends = np.append(ends, len(tokens))
-    return np.diff(ends, prepend=0)

@@ -137,10 +137,6 @@ def collate_instances(
     }
     if "attention_mask" in items[0]:
         batch["attention_mask"] = _pad([it["attention_mask"] for it in items], length, False, left)
-    if "doc_lens" in items[0]:
-        doc_lens = [it["doc_lens"] for it in items]
-        batch["doc_lens"] = _pad(doc_lens, max(len(d) for d in doc_lens), 0, False)
-        batch["max_doc_lens"] = [int(d.max()) for d in doc_lens]
     return batch
 
 

@@ -23,8 +23,8 @@ from olmo_fn.data.files import (
     read_ranges,
     token_dtype,
 )
-from olmo_fn.data.instances import all_true, document_lengths, keep_instance
-from olmo_fn.errors import ConfigError, DataError
+from olmo_fn.data.instances import all_true, keep_instance
+from olmo_fn.errors import ConfigError, DataError, OlmoFnError
 
 
 class TokenDataset(Dataset):
@@ -40,15 +40,12 @@ class TokenDataset(Dataset):
         pad_token_id: int | None = None,
         eos_token_id: int | None = None,
         generate_attention_mask: bool = False,
-        generate_doc_lengths: bool = False,
         instance_filter: InstanceFilterConfig | None = None,
     ):
         if seq_len <= 0:
             raise ConfigError(f"model.max_sequence_length must be positive, got {seq_len}")
         if generate_attention_mask and pad_token_id is None:
             raise ConfigError("data.generate_attention_mask needs the model's pad_token_id")
-        if generate_doc_lengths and eos_token_id is None:
-            raise ConfigError("data.generate_doc_lengths needs the model's eos_token_id")
         self.files = files
         self.seq_len = seq_len
         self.dtype = np.dtype(dtype)
@@ -56,7 +53,6 @@ class TokenDataset(Dataset):
         self.pad_token_id = pad_token_id
         self.eos_token_id = eos_token_id
         self.generate_attention_mask = generate_attention_mask
-        self.generate_doc_lengths = generate_doc_lengths
         self.instance_filter = instance_filter
         counts = np.array([f.num_tokens // seq_len for f in files], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(counts)])  # instance id range of file k: [o[k], o[k+1])
@@ -152,7 +148,7 @@ class TokenDataset(Dataset):
 
     def read_batch(self, indices: list[int] | np.ndarray) -> dict[str, Any]:
         """Instances as one batch of numpy arrays: input_ids [B,T] in the file dtype, label_mask [B,T],
-        instance_mask [B], index [B], metadata, and attention_mask / doc_lens when configured."""
+        instance_mask [B], index [B], metadata, and attention_mask when configured."""
         index = np.asarray(indices, dtype=np.int64).reshape(-1)
         ids = index.tolist()
         if ids and (min(ids) < 0 or max(ids) >= self._size):
@@ -199,12 +195,6 @@ class TokenDataset(Dataset):
             )
         if self.generate_attention_mask:
             batch["attention_mask"] = tokens != self.pad_token_id
-        if self.generate_doc_lengths:
-            lens = [document_lengths(t, self.eos_token_id) for t in tokens]
-            batch["doc_lens"] = np.zeros((len(lens), max(map(len, lens), default=0)), dtype=np.int64)
-            for row, doc_lens in enumerate(lens):
-                batch["doc_lens"][row, : len(doc_lens)] = doc_lens
-            batch["max_doc_lens"] = [int(d.max()) for d in lens]
         return batch
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -222,8 +212,6 @@ class TokenDataset(Dataset):
             item["instance_mask"] = bool(batch["instance_mask"][0])
         if self.generate_attention_mask:
             item["attention_mask"] = torch.from_numpy(batch["attention_mask"][0])
-        if self.generate_doc_lengths:
-            item["doc_lens"] = torch.from_numpy(batch["doc_lens"][0])
         return item
 
     def close(self) -> None:
@@ -241,16 +229,17 @@ def build_token_dataset(
 ) -> TokenDataset:
     """The token dataset a DataConfig describes (paths, or named groups in sorted label order)."""
     dtype = token_dtype(cfg.memmap_dtype)
+    given = [name for name in ("paths", "paths_file", "datasets") if getattr(cfg, name)]
+    if len(given) > 1:
+        raise ConfigError(f"data.{given[0]} and data.{given[1]} are both set; use one of them")
     if cfg.datasets:
-        if cfg.paths:
-            raise ConfigError("data.paths and data.datasets are both set; use one of them")
         if cfg.label_mask_paths:
             raise ConfigError("data.label_mask_paths goes with data.paths, not with data.datasets")
         labels = sorted(cfg.datasets)
         paths = [p for label in labels for p in cfg.datasets[label]]
         metadata = [{"label": label} for label in labels for _ in cfg.datasets[label]]
     else:
-        paths, metadata = list(cfg.paths), None
+        paths, metadata = train_paths(cfg), None
     files = describe_token_files(
         paths, dtype, label_mask_paths=cfg.label_mask_paths, metadata=metadata, vocab_size=vocab_size
     )
@@ -262,6 +251,27 @@ def build_token_dataset(
         pad_token_id=pad_token_id,
         eos_token_id=eos_token_id,
         generate_attention_mask=cfg.generate_attention_mask,
-        generate_doc_lengths=cfg.generate_doc_lengths,
         instance_filter=cfg.instance_filter,
     )
+
+
+def train_paths(cfg: DataConfig) -> list[str]:
+    """data.paths, or the entries of data.paths_file in order."""
+    return read_paths_file(cfg.paths_file) if cfg.paths_file else list(cfg.paths)
+
+
+def read_paths_file(url: str) -> list[str]:
+    """The token files a list file names, one per line in order; # comments and blank lines are skipped and
+    relative entries are taken relative to the list's own folder."""
+    from olmo_fn.checkpoint import storage
+
+    try:
+        text = storage.read_bytes(url).decode()
+    except (OSError, ValueError, OlmoFnError) as e:
+        raise ConfigError(f"data.paths_file: cannot read {url}: {e}") from e
+    base = url.rsplit("/", 1)[0] if "/" in url else "."
+    entries = [line.strip() for line in text.splitlines()]
+    entries = [e for e in entries if e and not e.startswith("#")]
+    if not entries:
+        raise ConfigError(f"data.paths_file: {url} lists no token file; write one path or URL per line")
+    return [e if "://" in e or e.startswith("/") else f"{base}/{e}" for e in entries]

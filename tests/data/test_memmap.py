@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from olmo_fn.config import DataConfig, InstanceFilterConfig
-from olmo_fn.data.instances import document_lengths, keep_instance, max_repetition_count
+from olmo_fn.data.instances import keep_instance, max_repetition_count
 from olmo_fn.data.loader import build_train_loader
 from olmo_fn.data.memmap import build_token_dataset
 from olmo_fn.errors import ConfigError, DataError
@@ -61,13 +61,11 @@ def test_named_groups_follow_sorted_labels_with_label_metadata(tmp_path):
     assert [ds[i]["metadata"] for i in range(4)] == [{"label": "alpha"}] * 2 + [{"label": "zeta"}] * 2
 
 
-def test_attention_mask_and_document_lengths(tmp_path):
+def test_attention_mask(tmp_path):
     path = write(tmp_path / "ids.npy", [5, 6, 0, 7, 1, 1, 0, 8], np.uint16)
-    cfg = DataConfig(paths=[path], generate_attention_mask=True, generate_doc_lengths=True)
+    cfg = DataConfig(paths=[path], generate_attention_mask=True)
     item = build_token_dataset(cfg, seq_len=8, pad_token_id=1, eos_token_id=0)[0]
     assert item["attention_mask"].tolist() == [True] * 4 + [False] * 2 + [True] * 2
-    assert item["doc_lens"].tolist() == [3, 4, 1]
-    assert document_lengths(np.array([4, 0]), 0).tolist() == [2]
 
 
 def brute_force_max_repetition(tokens, max_period, min_period=1):

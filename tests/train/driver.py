@@ -32,7 +32,7 @@ def main() -> None:
     def log(run, step, metrics, context):
         if context.get("subset") == "train" and run.env.rank == 0:
             with open(losses_path, "a") as f:
-                f.write(json.dumps({"step": step, "loss": metrics["loss"]}) + "\n")
+                f.write(json.dumps({"step": step, "loss": metrics["train/CrossEntropyLoss"]}) + "\n")
             current["step"] = step
             if mode == "--kill-after-step" and step == kill_step:
                 os.kill(os.getpid(), signal.SIGKILL)

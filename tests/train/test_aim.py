@@ -40,11 +40,13 @@ def test_metrics_and_hparams_are_read_back_from_the_aim_repo(make_config):
     for metric in run.metrics():
         frame = metric.dataframe().sort_values("step")
         series[(metric.name, tuple(sorted(metric.context.to_dict().items())))] = frame["value"].tolist()
-    train_loss = series[("loss", (("subset", "train"),))]
+    train_loss = series[("train/CrossEntropyLoss", (("subset", "train"),))]
     assert len(train_loss) == 8 and train_loss[-1] < train_loss[0]
-    for name in ("lr", "grad_norm", "tokens_per_second", "perplexity", "z_loss", "peak_memory_gb", "mfu"):
+    for name in ("optim/learning_rate_group0", "optim/total_grad_norm", "throughput/device/tokens_per_second",
+                 "train/Perplexity", "throughput/total_tokens", "System/Peak CPU Memory (MB)",
+                 "throughput/device/mfu"):  # fmt: skip
         assert len(series[(name, (("subset", "train"),))]) == 8, name
-    eval_loss = series[("CrossEntropyLoss", (("dataset", "valid"), ("subset", "eval")))]
+    eval_loss = series[("eval/valid/CrossEntropyLoss", (("dataset", "valid"), ("subset", "eval")))]
     assert len(eval_loss) == 3 and eval_loss[-1] < eval_loss[0]  # steps 0, 4 and 8
 
 
@@ -97,5 +99,6 @@ def test_aim_ui_renders_the_runs_metrics_in_headless_chromium(make_config, tmp_p
         server.wait(timeout=30)
     dom = page.stdout
     assert "test-run" in dom
-    for metric in ("loss", "grad_norm", "lr", "tokens_per_second", "CrossEntropyLoss"):
+    for metric in ("train/CrossEntropyLoss", "optim/total_grad_norm", "optim/learning_rate_group0",
+                   "throughput/device/tokens_per_second", "eval/valid/CrossEntropyLoss"):  # fmt: skip
         assert metric in dom, metric

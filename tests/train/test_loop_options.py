@@ -45,4 +45,4 @@ def test_progress_bar_shows_loss_and_throughput(make_config, capsys):
     train(dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, progress_bar=True)))
     err = capsys.readouterr().err
     assert "test-run" in err and "3/3" in err
-    assert "loss=" in err and "tokens_per_second=" in err
+    assert "CrossEntropyLoss=" in err and "tokens_per_second=" in err
