@@ -53,7 +53,8 @@ def run_case(config_path: Path, out: Path) -> None:
         if context.get("subset") == "train":
             record["losses"][step] = metrics["train/CrossEntropyLoss"]
         else:
-            record["evals"][f"{step}/{context['dataset']}"] = metrics[f"eval/{context['dataset']}/CrossEntropyLoss"]
+            label = context["dataset"]
+            record["evals"][f"{step}/{label}"] = metrics[f"eval/{label}/CrossEntropyLoss"]
 
     train(cfg, Hooks(after_build=[after_build], after_step=[after_step], before_log=[before_log]))
     (out / f"{config_path.stem}.rank{record['rank']}.json").write_text(json.dumps(record))
