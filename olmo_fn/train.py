@@ -205,9 +205,9 @@ def _loop(run: Run, eval_sets: dict, bolt_on: int | None) -> TrainResult:
         rank=env.rank, total_steps=stop, start_step=state.step, run_hash=run.run_hash,
     )  # fmt: skip
     run.run_hash = run.tracker.run_hash
-    note = original_trainer_note(cfg)
-    if note:
-        run.tracker.write(note)
+    for note in (original_trainer_note(cfg), *checkpoint_notes(cfg)):
+        if note:
+            run.tracker.write(note)
     if peak is None:
         run.tracker.write(f"MFU not reported: {peak_note}")
     if cfg.precision == "amp_bf16" and autocast is None:
@@ -279,6 +279,20 @@ def original_trainer_note(cfg: TrainConfig) -> str | None:
     if cfg.original_trainer.lagged_clip_warmup and warmup and cfg.max_grad_norm is not None:
         parts.append("the clip warmup lags one step (step 1 is clipped at the plain max_grad_norm)")
     return "as the original trainer did: " + "; ".join(parts) if parts else None
+
+
+def checkpoint_notes(cfg: TrainConfig) -> list[str]:
+    """A line for each save interval that a keep count of 0 turns off (0 = that kind is never written)."""
+    out = []
+    for interval, keep, kind in (
+        ("save_interval", "save_num_checkpoints_to_keep", "sharded"),
+        ("save_interval_unsharded", "save_num_unsharded_checkpoints_to_keep", "unsharded"),
+    ):
+        if getattr(cfg, interval) and getattr(cfg, keep) == 0:
+            out.append(
+                f"{interval}={getattr(cfg, interval)} has no effect: {keep}=0 turns {kind} checkpoints off"
+            )
+    return out
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

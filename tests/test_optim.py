@@ -73,3 +73,15 @@ def test_parameter_groups_follow_the_decay_flags(norms, embeddings):
     assert ("embeddings.weight" in decayed) == embeddings
     assert opt.param_groups[0]["param_names"] == sorted(opt.param_groups[0]["param_names"])
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+
+
+def test_clip_limit_lagged_as_the_original_trainer():
+    from olmo_fn.optim import clip_limit
+
+    cfg = SchedulerConfig(grad_clip_warmup_steps=4, grad_clip_warmup_factor=5.0)
+    plain = [clip_limit(cfg, 1.0, step, 1) for step in range(1, 7)]
+    lagged = [clip_limit(cfg, 1.0, step, 1, lagged=True) for step in range(1, 7)]
+    assert plain == [5.0, 5.0, 5.0, 5.0, 1.0, 1.0]
+    assert lagged == [1.0, 5.0, 5.0, 5.0, 5.0, 1.0]  # ../shared/fixtures/original_trainer/olmo1 clip_limit
+    tokens = SchedulerConfig(units="tokens", grad_clip_warmup_steps=1000, grad_clip_warmup_factor=2.0)
+    assert [clip_limit(tokens, 1.0, s, 512) for s in (1, 2, 3)] == [2.0, 1.0, 1.0]  # counted in tokens
