@@ -114,7 +114,8 @@ OFFICIAL_PATHS = {"OLMo-1B.yaml": 249, "OLMo-7B.yaml": 443, "OLMo2-7B-stage1.yam
 
 @pytest.mark.parametrize("name", sorted(p.name for p in OFFICIAL.glob("*.yaml")))
 def test_official_configs_load_with_their_data_in_order(name, monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)  # path.choose falls back to its last choice where nothing exists
+    (tmp_path / "checkpoints").mkdir()
+    monkeypatch.setenv("SCRATCH_DIR", str(tmp_path))  # OLMo-1B: ${path.choose:${oc.env:SCRATCH_DIR,...}/...}
     text = (OFFICIAL / name).read_text()
     cfg, _ = _config(text)
     raw = yaml.safe_load(text)["data"]
