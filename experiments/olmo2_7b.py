@@ -4,7 +4,14 @@ repeated n-gram instance filter, uint32 token files of the dolma2 tokenizer.
 Pass the token files with --data.paths=[...].
 """
 
-from olmo_fn.config import DataConfig, InstanceFilterConfig, OptimizerConfig, SchedulerConfig, TrainConfig
+from olmo_fn.config import (
+    DataConfig,
+    InstanceFilterConfig,
+    OptimizerConfig,
+    OriginalTrainerConfig,
+    SchedulerConfig,
+    TrainConfig,
+)
 from olmo_fn.launch import main
 from olmo_fn.model.presets import olmo2_7b
 
@@ -19,7 +26,9 @@ def config() -> TrainConfig:
         precision="amp_bf16",
         max_grad_norm=1.0,
         softmax_auxiliary_loss=True,
-        auxiliary_loss_multiplier=1e-5,
+        auxiliary_loss_multiplier=1e-5,  # as the YAML says, but the original trainer never passed it on:
+        # its loss used its built-in 1e-4, so the official runs had z-loss 1e-4
+        original_trainer=OriginalTrainerConfig(builtin_z_loss_multiplier=True),
         model=olmo2_7b(),
         optimizer=OptimizerConfig(
             learning_rate=3e-4,

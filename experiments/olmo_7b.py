@@ -4,7 +4,7 @@ Pass the token files with --data.paths=[...] (the original's 443 files of
 https://olmo-data.org/preprocessed/olmo-mix/v1_5-sample/gpt-neox-20b-pii-special/).
 """
 
-from olmo_fn.config import DataConfig, OptimizerConfig, SchedulerConfig, TrainConfig
+from olmo_fn.config import DataConfig, OptimizerConfig, OriginalTrainerConfig, SchedulerConfig, TrainConfig
 from olmo_fn.launch import main
 from olmo_fn.model.presets import olmo_7b
 
@@ -28,9 +28,11 @@ def config() -> TrainConfig:
             grad_clip_warmup_steps=1000,
             grad_clip_warmup_factor=10,
         ),
+        # the original trainer clipped step N with the limit of step N-1 (step 1 with plain max_grad_norm)
+        original_trainer=OriginalTrainerConfig(lagged_clip_warmup=True),
         data=DataConfig(memmap_dtype="uint16", drop_last=True, num_workers=16, prefetch_factor=1),
         save_folder="runs/OLMo-7B",
-        save_overwrite=True,
+        # official YAML: save_overwrite true; off here so a re-run keeps its checkpoints (--save_overwrite)
         save_interval=1000,
         save_interval_unsharded=None,
         eval_interval=1000,

@@ -4,14 +4,14 @@ Pass the token files with --data.paths=[...] (the original's 1033 Dolma 1.7 file
 gpt-neox-olmo-dolma-v1_5).
 """
 
-from olmo_fn.config import DataConfig, OptimizerConfig, SchedulerConfig, TrainConfig
+from olmo_fn.config import DataConfig, OptimizerConfig, OriginalTrainerConfig, SchedulerConfig, TrainConfig
 from olmo_fn.launch import main
 from olmo_fn.model.presets import olmo_7b_0424
 
 
 def config() -> TrainConfig:
     return TrainConfig(
-        run_name="OLMo-1.7-7B",
+        run_name="OLMo-7B-0424",  # the official YAML's run_name is OLMo-1.7-7B (0724 has the same YAML)
         seed=6198,
         max_duration="2ep",
         global_train_batch_size=1024,
@@ -36,9 +36,11 @@ def config() -> TrainConfig:
             grad_clip_warmup_steps=2_097_152_000,
             grad_clip_warmup_factor=5,
         ),
+        # the original trainer clipped step N with the limit of step N-1 (step 1 with plain max_grad_norm)
+        original_trainer=OriginalTrainerConfig(lagged_clip_warmup=True),
         data=DataConfig(memmap_dtype="uint16", drop_last=True, num_workers=32, prefetch_factor=8),
-        save_folder="runs/OLMo-1.7-7B",
-        save_overwrite=True,
+        save_folder="runs/OLMo-7B-0424",
+        # official YAML: save_overwrite true; off here so a re-run keeps its checkpoints (--save_overwrite)
         save_interval=1000,
         save_interval_unsharded=None,
         eval_interval=1000,

@@ -1,15 +1,17 @@
 """OLMo-7B-Twin-2T: OLMo-7B's settings, trained on another cluster (the original's twin run)."""
 
 from dataclasses import replace
-
-from olmo_7b import config as olmo_7b_config
+from pathlib import Path
 
 from olmo_fn.config import TrainConfig
 from olmo_fn.launch import main
+from olmo_fn.recipes import load_recipe
+
+olmo_7b = load_recipe(Path(__file__).with_name("olmo_7b.py"))
 
 
 def config() -> TrainConfig:
-    return replace(olmo_7b_config(), run_name="OLMo-7B-Twin-2T", save_folder="runs/OLMo-7B-Twin-2T")
+    return replace(olmo_7b.config(), run_name="OLMo-7B-Twin-2T", save_folder="runs/OLMo-7B-Twin-2T")
 
 
 if __name__ == "__main__":

@@ -4,10 +4,12 @@ Examples:
     python tools/inspect_data.py --save-folder runs/tiny --batch 10
     python tools/inspect_data.py --config OLMo-7B.yaml --order https://.../global_indices.npy --batch 0 --json
     python tools/inspect_data.py --experiment experiments/olmo_tiny.py --batch 3
+    python tools/inspect_data.py --experiment olmo2_13b --paths part-0.npy part-1.npy --batch 0 --json
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import replace
 from typing import Annotated
@@ -15,7 +17,6 @@ from typing import Annotated
 import tyro
 
 from olmo_fn.data.inspect import (
-    experiment_config_dict,
     inspect_batch,
     load_config_dict,
     run_data_from_dict,
@@ -24,6 +25,7 @@ from olmo_fn.data.inspect import (
 from olmo_fn.data.prepare import load_tokenizer
 from olmo_fn.errors import ConfigError, OlmoFnError
 from olmo_fn.launch import run_tool
+from olmo_fn.recipes import load_recipe
 
 
 def inspect_data(
@@ -45,7 +47,8 @@ def inspect_data(
         batch: Global batch number (0-based): instances global_indices[batch*G:(batch+1)*G].
         save_folder: A run's save folder: its config.yaml and train_data/global_indices.npy are used.
         config: A config.yaml (olmo_fn's or the original OLMo's) instead of a save folder's.
-        experiment: An experiment file whose config() gives the run's config.
+        experiment: An experiment file whose config() gives the run's config, or a recipe's name (olmo_7b is
+            experiments/olmo_7b.py of this repository, from any working directory).
         order: A global order file or URL (raw uint32); default: the save folder's, else seed + epoch.
         epoch: Epoch whose order is computed when there is no order file.
         world_size: World size of the run (only matters with drop_last when the order is computed).
@@ -58,7 +61,8 @@ def inspect_data(
     if len(sources) != 1:
         raise ConfigError("give exactly one of --save-folder, --config and --experiment")
     if experiment:
-        cfg = experiment_config_dict(experiment)
+        recipe = load_recipe(experiment).config()
+        cfg = dataclasses.asdict(recipe) if dataclasses.is_dataclass(recipe) else dict(recipe)
     else:
         cfg = load_config_dict(config or f"{save_folder.rstrip('/')}/config.yaml")
     run = run_data_from_dict(cfg, sources[0])

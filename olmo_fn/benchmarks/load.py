@@ -43,6 +43,7 @@ from olmo_fn.dist import init_distributed, shutdown_distributed
 from olmo_fn.errors import ConfigError
 from olmo_fn.model import Transformer, init_weights
 from olmo_fn.optim import build_optimizer
+from olmo_fn.original.mapping import original_model_section
 from olmo_fn.train import build_model
 
 FORMATS = ("unsharded", "sharded", "olmo", "hf")
@@ -174,7 +175,7 @@ def write_original_dir(native: str, out: str, cfg: ModelConfig, trainer_state: d
     original's registration order, train.pt) holding what the native checkpoint holds."""
     model, optim = split_state(native)
     os.makedirs(out)
-    config = {"model": dataclasses.asdict(cfg), "optimizer": {"name": "adamw"}}
+    config = {"model": original_model_section(cfg), "optimizer": {"name": "adamw"}}
     Path(out, "config.yaml").write_text(yaml.safe_dump(config))
     torch.save(to_olmo_state_dict(model, cfg), os.path.join(out, "model.pt"))
     order = olmo_param_order(cfg)

@@ -6,14 +6,11 @@ the original OLMo's) with a global order file or URL, or from an experiment file
 
 from __future__ import annotations
 
-import dataclasses
-import importlib.util
 from dataclasses import dataclass, fields
 from typing import Any
 
 import fsspec
 import numpy as np
-import yaml
 
 from olmo_fn.config import DataConfig, InstanceFilterConfig
 from olmo_fn.data.memmap import TokenDataset, build_token_dataset
@@ -35,27 +32,16 @@ class RunData:
 
 def load_config_dict(path: str) -> dict[str, Any]:
     """A config.yaml as a plain dict."""
+    from olmo_fn.original import load_yaml  # the original's scalar rules (`1e-6` is a float)
+
     try:
         with fsspec.open(path, "rt", encoding="utf-8") as f:
-            cfg = yaml.safe_load(f)
+            cfg = load_yaml(f.read(), path)
     except FileNotFoundError as e:
         raise ConfigError(f"{path}: config file not found") from e
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: not a YAML mapping of config sections")
     return cfg
-
-
-def experiment_config_dict(path: str) -> dict[str, Any]:
-    """The config of an experiment file (its config() recipe) as a plain dict."""
-    spec = importlib.util.spec_from_file_location("olmo_fn_experiment", path)
-    if spec is None or spec.loader is None:
-        raise ConfigError(f"{path}: not a Python experiment file")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "config"):
-        raise ConfigError(f"{path}: the experiment file has no config() function")
-    cfg = module.config()
-    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
 
 
 def data_config_from_dict(raw: dict[str, Any]) -> DataConfig:

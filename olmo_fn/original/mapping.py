@@ -373,12 +373,7 @@ def original_from_train_config(cfg: TrainConfig) -> tuple[dict[str, Any], list[s
     import copy
 
     tree = copy.deepcopy(SCHEMA)
-    m = cfg.model
-    tree["model"].update({k: getattr(m, k) for k in _MODEL_COPIED})
-    tree["model"].update(
-        layer_norm_type=m.layer_norm_type, rope=True, include_bias=False, bias_for_layer_norm=False,
-        attention_dropout=0.0, residual_dropout=0.0, embedding_dropout=0.0, init_device="meta",
-    )  # fmt: skip
+    tree["model"] = original_model_section(cfg.model)
     o, s, d = cfg.optimizer, cfg.scheduler, cfg.data
     tree["optimizer"].update(
         name="adamw", learning_rate=o.learning_rate, weight_decay=o.weight_decay, betas=list(o.betas), eps=o.eps,
@@ -431,6 +426,16 @@ def original_from_train_config(cfg: TrainConfig) -> tuple[dict[str, Any], list[s
         no_pre_train_checkpoint=True,
     )  # fmt: skip
     return tree, _inexpressible(cfg)
+
+
+def original_model_section(m: ModelConfig) -> dict[str, Any]:
+    """The complete `model:` section the original would write for a ModelConfig."""
+    return {
+        **MODEL,
+        **{k: getattr(m, k) for k in _MODEL_COPIED},
+        "layer_norm_type": m.layer_norm_type, "rope": True, "include_bias": False, "bias_for_layer_norm": False,
+        "attention_dropout": 0.0, "residual_dropout": 0.0, "embedding_dropout": 0.0, "init_device": "meta",
+    }  # fmt: skip
 
 
 def _duration(text: str) -> int | str:
