@@ -21,9 +21,12 @@ ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "original_trainer"
 # The original trainer run twice with a doubled micro-batch differs by ~2e-7 relative in loss and grad norm
 # and by up to ~1e-5 in olmo2's final parameters (the fixture's README): that is the noise floor. Measured
-# here: olmo1 5.7e-7; olmo2 2.0e-5, at one element of the embedding row of a rare token (every other
-# parameter tensor is within 3e-6), whatever our micro-batch size.
-PARAM_TOLERANCE = {"olmo1": 1e-5, "olmo2": 3e-5}
+# here (max / mean absolute): olmo1 5.7e-7 / 7e-9; olmo2 2.0e-5 / 4e-8, the max at one element of the
+# embedding row of a rare token, 1 of 107,008 above 1e-5. Rounding alone moves that element: an autograd
+# loss instead of the chunked one gives 3.4e-5, while leaving out one of the original's two behaviours
+# gives 7e-3 to 8e-3.
+PARAM_TOLERANCE = {"olmo1": 1e-5, "olmo2": 5e-5}
+MEAN_TOLERANCE = 2e-7
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +78,9 @@ def test_final_weights_and_data_order_match_the_original_trainer(runs, name):
     theirs = torch.load(folder / "final" / "model.pt", weights_only=True)
     theirs = {k.replace("_fsdp_wrapped_module.", ""): v for k, v in theirs.items()}
     assert sorted(ours) == sorted(theirs)
-    worst = max((ours[k] - theirs[k]).abs().max().item() for k in theirs)
-    assert worst < PARAM_TOLERANCE[name], worst
+    diff = torch.cat([(ours[k] - theirs[k]).abs().flatten() for k in sorted(theirs)])
+    assert diff.max().item() < PARAM_TOLERANCE[name], diff.max().item()
+    assert diff.mean().item() < MEAN_TOLERANCE, diff.mean().item()
     # the last epoch's order (the run crosses two epoch boundaries), as the original wrote it
     order = np.fromfile(folder / "run" / "train_data" / "global_indices.npy", dtype=np.uint32)
     assert np.array_equal(order, np.fromfile(folder / "global_indices.npy", dtype=np.uint32))
