@@ -1,7 +1,8 @@
 """OLMo-2 7B, stage 1: one epoch of OLMo-mix-1124 (4T-token budget, cosine to 5e12 tokens), z-loss,
 repeated n-gram instance filter, uint32 token files of the dolma2 tokenizer.
 
-Pass the token files with --data.paths=[...].
+The official data, its 1122 files in order: --data.paths_file=experiments/data/OLMo-2-stage1.txt (also
+OLMo-2 1B's and 13B's; or your own with --data.paths=[...]).
 """
 
 from olmo_fn.config import (

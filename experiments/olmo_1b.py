@@ -1,7 +1,7 @@
 """OLMo-1B: the official training settings (3T tokens of Dolma v1.5, 739,328 steps of 4M tokens).
 
-Pass the token files with --data.paths=[...] (the original's 249 files of
-https://olmo-data.org/preprocessed/olmo-mix/v1_5/gpt-neox-20b-pii-special/).
+The official data, its 249 files in order: --data.paths_file=experiments/data/OLMo-1B.txt (or your own
+with --data.paths=[...]).
 """
 
 from olmo_fn.config import DataConfig, OptimizerConfig, SchedulerConfig, TrainConfig

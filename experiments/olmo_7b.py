@@ -1,7 +1,7 @@
 """OLMo-7B: the official training settings (2T-token schedule of Dolma v1.5, linear decay, per-block compile).
 
-Pass the token files with --data.paths=[...] (the original's 443 files of
-https://olmo-data.org/preprocessed/olmo-mix/v1_5-sample/gpt-neox-20b-pii-special/).
+The official data, its 443 files in order: --data.paths_file=experiments/data/OLMo-7B.txt (or your own
+with --data.paths=[...]).
 """
 
 from olmo_fn.config import DataConfig, OptimizerConfig, OriginalTrainerConfig, SchedulerConfig, TrainConfig

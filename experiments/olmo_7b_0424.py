@@ -1,7 +1,7 @@
 """OLMo-7B-0424 (OLMo 1.7): 2 epochs of Dolma 1.7, token-based cosine schedule, clip_qkv 8, context 4096.
 
-Pass the token files with --data.paths=[...] (the original's 1033 Dolma 1.7 files, tokenised with
-gpt-neox-olmo-dolma-v1_5).
+The official data, its 1033 Dolma 1.7 files in order: --data.paths_file=experiments/data/OLMo-7B-0424-0724.txt
+(or your own with --data.paths=[...]).
 """
 
 from olmo_fn.config import DataConfig, OptimizerConfig, OriginalTrainerConfig, SchedulerConfig, TrainConfig

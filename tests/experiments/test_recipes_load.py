@@ -81,3 +81,24 @@ def test_a_missing_recipe_is_one_line_naming_the_file_and_the_fix(tmp_path):
     assert out.returncode == 1 and "Traceback" not in out.stderr
     [line] = out.stderr.splitlines()
     assert line.startswith("error: ") and line.endswith("or the path of a .py file that defines config()")
+
+
+OFFICIAL = ROOT / "tests" / "fixtures" / "official_configs"
+DATA_LISTS = {
+    "OLMo-1B.txt": "OLMo-1B.yaml",
+    "OLMo-7B.txt": "OLMo-7B.yaml",
+    "OLMo-7B-0424-0724.txt": "OLMo-7B-0724.yaml",
+    "OLMo-2-stage1.txt": "OLMo2-7B-stage1.yaml",
+}
+
+
+@pytest.mark.parametrize("name", sorted(DATA_LISTS))
+def test_each_shipped_data_list_is_its_official_yamls_data_in_order(name):
+    import yaml
+
+    from olmo_fn.config import DataConfig
+    from olmo_fn.data.memmap import train_paths
+
+    official = yaml.safe_load((OFFICIAL / DATA_LISTS[name]).read_text())["data"]["paths"]
+    assert train_paths(DataConfig(paths_file=str(ROOT / "experiments" / "data" / name))) == official
+    assert name in " ".join(Path(p).read_text() for p in (ROOT / "experiments").glob("*.py"))

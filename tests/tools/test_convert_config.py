@@ -50,3 +50,34 @@ def test_a_recipe_becomes_an_original_config_the_original_loader_reads(tmp_path)
     tree = read_original_config((tmp_path / "OLMo-2-7B.yaml").read_text())
     assert tree["model"]["d_model"] == 4096 and tree["optimizer"]["eps"] == 1e-8
     assert tree["fsdp"]["sharding_strategy"] == "FULL_SHARD" and tree["scheduler"]["units"] == "tokens"
+
+
+def test_the_docstring_examples_as_written(tmp_path):
+    import shlex
+
+    for name in ("tools", "experiments"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    (tmp_path / "OLMo-1B.yaml").write_bytes((OFFICIAL / "OLMo-1B.yaml").read_bytes())
+    (tmp_path / "checkpoints").mkdir()
+    doc = (ROOT / "tools" / "convert_config.py").read_text().split('"""')[1]
+    commands = [line.split("#")[0].strip() for line in doc.splitlines() if line.strip().startswith("python ")]
+    assert len(commands) == 2
+    for command in commands:
+        args = shlex.split(command)
+        out = subprocess.run(
+            [sys.executable, *args[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+            env={**os.environ, "SCRATCH_DIR": str(tmp_path)},
+        )  # fmt: skip
+        assert out.returncode == 0, (command, out.stderr)
+        assert (tmp_path / args[-1]).exists()
+
+
+def test_original_config_help_shows_the_yamls_values(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "original_config.py"), str(OFFICIAL / "OLMo2-7B-stage1.yaml"),
+         "--help"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "--parallel.tp" in out.stdout and "(default: 1e-08)" in out.stdout  # the YAML's optimizer.eps

@@ -1,12 +1,14 @@
 """Loop options: a compiled train step, a Hugging Face directory as initialisation, the progress bar."""
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
 
 from olmo_fn.checkpoint import load_checkpoint
 from olmo_fn.checkpoint.hf_dir import write_hf_dir
+from olmo_fn.errors import ConfigError
 from olmo_fn.eval import build_eval_datasets, evaluate_lm
 from olmo_fn.model import Transformer, init_weights
 from olmo_fn.train import train
@@ -46,3 +48,20 @@ def test_progress_bar_shows_loss_and_throughput(make_config, capsys):
     err = capsys.readouterr().err
     assert "test-run" in err and "3/3" in err
     assert "CrossEntropyLoss=" in err and "tokens_per_second=" in err
+
+
+def test_a_paths_file_trains_on_the_same_data_in_the_same_order(make_config, tmp_path):
+    cfg = make_config(max_duration="3", save_interval_unsharded=None, eval_interval=None)
+    listing = tmp_path / "lists" / "mix.txt"
+    listing.parent.mkdir()
+    listing.write_text("# our mix\n" + "\n".join(f"../data/{Path(p).name}" for p in cfg.data.paths) + "\n")
+    straight = train(cfg).model.state_dict()
+    from_list = make_config(
+        max_duration="3", save_interval_unsharded=None, eval_interval=None, save_overwrite=True,
+        data=dataclasses.replace(cfg.data, paths=[], paths_file=str(listing)),
+    )  # fmt: skip
+    listed = train(from_list).model.state_dict()
+    assert all(torch.equal(straight[k], listed[k]) for k in straight)
+    both = make_config(data=dataclasses.replace(cfg.data, paths_file=str(listing)), dry_run=True)
+    with pytest.raises(ConfigError, match="data.paths and data.paths_file are both set"):
+        train(both)
