@@ -148,3 +148,23 @@ def test_the_command_prints_one_line_for_a_bad_config(tmp_path):
     assert out.stderr.strip() == "error: model_typo: not a field of the original OLMo TrainConfig; remove it or " \
         "check its spelling"  # fmt: skip
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_checkpoints_config_yaml_read_by_pyyaml_still_gives_the_model():
+    from olmo_fn.checkpoint.olmo import model_config_from_olmo
+
+    section = yaml.safe_load((OFFICIAL / "OLMo2-7B-stage1.yaml").read_text())["model"]
+    assert section["layer_norm_eps"] == "1e-6"  # PyYAML reads it as a string: the old TypeError
+    model = model_config_from_olmo(section)
+    assert model.layer_norm_eps == 1e-6 and model.family == "olmo2" and model.n_layers == 32
+
+
+def test_a_config_from_a_url(tmp_path, monkeypatch):
+    from olmo_fn.original.run import config_from_yaml
+    from tests.checkpoint.servers import http_server
+
+    monkeypatch.chdir(tmp_path)
+    with http_server(OFFICIAL) as server:
+        cfg, notes, rest = config_from_yaml(f"{server.url}/OLMo-7B.yaml", ["--run_name=x", "--parallel.tp=2"])
+    assert cfg.run_name == "x" and len(cfg.data.paths) == 443 and rest == ["--parallel.tp=2"]
+    assert any(n.startswith("stop_at unset") for n in notes)

@@ -106,3 +106,20 @@ def test_the_7b_recipe_with_a_missing_file_fails_in_one_line_before_building(tmp
         f"error: {tmp_path}/missing.npy: file not found; check the path (and, for a URL, its bucket and credentials)"
     ]
     assert not (tmp_path / "run").exists()
+
+
+def test_keep_zero_means_that_kind_of_checkpoint_is_off_everywhere(tmp_path):
+    from olmo_fn.checkpoint import save_checkpoint
+    from olmo_fn.config import TrainConfig
+    from olmo_fn.run_context import saves_due
+    from olmo_fn.train import checkpoint_notes
+
+    cfg = TrainConfig(save_interval=10, save_num_checkpoints_to_keep=0, save_interval_unsharded=20)
+    assert saves_due(cfg, 10, 100) == [] and saves_due(cfg, 20, 100) == [False]
+    assert checkpoint_notes(cfg) == [
+        "save_interval=10 has no effect: save_num_checkpoints_to_keep=0 turns sharded checkpoints off"
+    ]
+    off = TrainConfig(save_num_unsharded_checkpoints_to_keep=0, save_num_checkpoints_to_keep=0)
+    assert saves_due(off, 100, 100) == []  # not even the final one
+    with pytest.raises(ConfigError, match="keep=0 means this kind of checkpoint is off"):
+        save_checkpoint(str(tmp_path), 1, None, None, {}, {}, sharded=False, keep=0)

@@ -9,9 +9,9 @@ from olmo_fn.original.mapping import (
     IGNORED,
     MAPPED,
     model_config_from_original,
-    original_from_train_config,
     train_config_from_original,
 )
+from olmo_fn.original.to_original import original_from_train_config
 
 
 def read_original_config(
