@@ -32,21 +32,32 @@ def run_tool(fn: Callable[..., object]) -> None:
         sys.exit(1)
 
 
-def run_cli(default: TrainConfig, description: str | None, run: Callable[[TrainConfig], object]) -> None:
-    """Parse flags over `default`, call `run(cfg)`; a user error prints one line and exits with status 2."""
+def run_cli(
+    default: TrainConfig,
+    description: str | None,
+    run: Callable[[TrainConfig], object],
+    argv: list[str] | None = None,
+) -> None:
+    """Parse flags (argv, default sys.argv[1:]) over `default`, call `run(cfg)`; a user error prints one
+    line and exits with status 2."""
     quiet_third_party()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("olmo_fn").setLevel(logging.INFO)
-    cfg = parse_cli(TrainConfig, default, description=description)
+    cfg = parse_cli(TrainConfig, default, argv=argv, description=description)
     from olmo_fn.dist import shutdown_distributed
 
     try:
         run(cfg)
-    except OlmoFnError as e:  # one line per problem (preflight reports them all at once)
-        for line in str(e).splitlines():
-            print(f"error: {line}", file=sys.stderr)
-        sys.exit(2)
+    except OlmoFnError as e:
+        exit_with(e)
     shutdown_distributed()
+
+
+def exit_with(error: OlmoFnError) -> None:
+    """A user error: one line per problem (preflight reports them all at once), exit status 2."""
+    for line in str(error).splitlines():
+        print(f"error: {line}", file=sys.stderr)
+    sys.exit(2)
 
 
 def main(default: TrainConfig, description: str | None = None) -> None:

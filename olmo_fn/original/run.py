@@ -52,7 +52,7 @@ def in_schema(key: str) -> bool:
 def config_from_yaml(path: str, args: list[str]) -> tuple[TrainConfig, list[str], list[str]]:
     """(TrainConfig, notes to print, olmo_fn flags left to apply) of a YAML file and the command's flags."""
     from olmo_fn.checkpoint import storage
-    from olmo_fn.config_io import config_from_dict, normalize_args
+    from olmo_fn.config_io import config_from_dict
     from olmo_fn.original import read_original_config, train_config_from_original
 
     text = storage.read_bytes(path)
@@ -62,34 +62,25 @@ def config_from_yaml(path: str, args: list[str]) -> tuple[TrainConfig, list[str]
     original, ours = split_flags(args)
     tree = read_original_config(text, original, where=path)
     cfg, notes = train_config_from_original(tree)
-    return cfg, notes, normalize_args(ours)
+    return cfg, notes, ours
 
 
 def main(argv: list[str] | None = None) -> None:
-    from olmo_fn.config_io import parse_cli
-    from olmo_fn.dist import shutdown_distributed
     from olmo_fn.errors import OlmoFnError
-    from olmo_fn.launch import quiet_third_party
+    from olmo_fn.launch import exit_with, quiet_third_party, run_cli
     from olmo_fn.train import train
 
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0].startswith("-"):
-        print(__doc__.split("\n\n")[0] if args and args[0] in ("-h", "--help") else "", end="")
-        print(
-            "usage: original_config.py CONFIG.yaml [--key=value ...] (CONFIG.yaml --help lists olmo_fn's flags)"
-        )
-        sys.exit(0 if args and args[0] in ("-h", "--help") else 2)
+    if not args or args[0] in ("-h", "--help"):
+        usage = "usage: original_config.py CONFIG.yaml [flags]   (CONFIG.yaml --help: olmo_fn's flags, YAML values)"
+        print(f"{__doc__.strip()}\n\n{usage}", file=sys.stdout if args else sys.stderr)
+        sys.exit(0 if args else 2)
     quiet_third_party()
-    rank0 = os.environ.get("RANK", "0") == "0"
     try:
         cfg, notes, rest = config_from_yaml(args[0], args[1:])
-        cfg = parse_cli(TrainConfig, cfg, argv=rest, description=f"A run of {args[0]}, with these defaults.")
-        if rank0:
-            for note in notes:
-                print(f"{args[0]}: {note}", file=sys.stderr)
-        train(cfg)
     except OlmoFnError as e:
-        for line in str(e).splitlines():
-            print(f"error: {line}", file=sys.stderr)
-        sys.exit(2)
-    shutdown_distributed()
+        exit_with(e)
+    if os.environ.get("RANK", "0") == "0":
+        for note in notes:
+            print(f"{args[0]}: {note}", file=sys.stderr)
+    run_cli(cfg, f"A run of {args[0]}: the defaults below are the YAML's values.", train, argv=rest)
