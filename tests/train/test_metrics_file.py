@@ -42,3 +42,23 @@ def test_a_resumed_run_drops_the_lines_after_its_checkpoint(make_config):
     assert [r["step"] for r in resumed] == [1, 2, 3, 4, 5, 6]
     for key in ("train/CrossEntropyLoss", "optim/total_grad_norm", "optim/learning_rate_group0"):
         assert [r[key] for r in resumed] == [r[key] for r in straight], key
+
+
+def test_a_fine_tune_resumed_from_its_own_save_keeps_its_state(make_config, tmp_path):
+    """The reset flags are for the first start from load_path: resuming the run's own latest save restores
+    its step, data position and optimizer, as the original does."""
+    base = make_config(max_duration="2", eval_interval=None)
+    train(base)
+    tune = dict(
+        max_duration="4", eval_interval=None, save_folder=str(tmp_path / "tune"), reset_trainer_state=True,
+        reset_optimizer_state=True, load_path=f"{base.save_folder}/step2-unsharded",
+    )  # fmt: skip
+    train(make_config(**tune))
+    straight = _rows(tune["save_folder"])
+    shutil.rmtree(tmp_path / "tune" / "step4-unsharded")
+    (tmp_path / "tune" / "latest-unsharded").unlink()
+    (tmp_path / "tune" / "latest-unsharded").symlink_to("step2-unsharded")
+    train(make_config(**tune, try_load_latest_save=True))
+    resumed = _rows(tune["save_folder"])
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
+    assert [r["train/CrossEntropyLoss"] for r in resumed] == [r["train/CrossEntropyLoss"] for r in straight]
