@@ -101,3 +101,18 @@ def test_http_read_only_with_range_requests(tmp_path):
             assert_same_model(model, model2)
             assert_same_optim(model, opt, model2, opt2)
     shutil.rmtree(run)
+
+
+def test_a_training_run_on_s3_writes_its_checkpoints_and_metrics_jsonl_there(s3, tmp_path):
+    import json
+
+    from olmo_fn.train import train
+    from tests.train.conftest import tiny_config
+
+    folder = s3.replace("/run", "/train-run")
+    cfg = tiny_config(tmp_path, save_folder=folder, max_duration="4", eval_interval=None)
+    train(cfg)
+    fs = fsspec.filesystem("s3")
+    rows = [json.loads(line) for line in fs.cat_file(f"{folder}/metrics.jsonl").decode().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and all("train/CrossEntropyLoss" in r for r in rows)
+    assert find_latest(folder).endswith("step4-unsharded")
