@@ -141,8 +141,8 @@ class _Resolver:
 
     def evaluate(self, inner: str, where: str) -> Any:
         colon = _top_level_index(inner, ":")
-        if colon is None:
-            return self.lookup(self.resolve_string(inner, where) if "${" in inner else inner.strip(), where)
+        if colon is None:  # a key path, itself possibly built by an interpolation
+            return self.lookup(str(self.resolve_string(inner, where)).strip(), where)
         name = inner[:colon].strip()
         args = [self._argument(a, where) for a in _split_top_level(inner[colon + 1 :], ",")]
         if name in RESOLVERS:
@@ -167,11 +167,7 @@ class _Resolver:
             node = node[part]
         self.active.add(key)
         try:
-            return (
-                self.resolve_node(node, key + ".")
-                if not isinstance(node, str)
-                else self.resolve_node(node, key)
-            )
+            return self.resolve_node(node, key + ".")
         finally:
             self.active.discard(key)
 
