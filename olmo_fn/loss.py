@@ -98,6 +98,32 @@ def chunked_lm_loss(
     return LMLoss(ce + z, ce, z)
 
 
+def token_logprobs(
+    hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk_size: int = 1024
+) -> torch.Tensor:
+    """fp32 log-probabilities of `labels` under `hidden @ weight.T`, the softmax taken over every row of
+    weight (the padded vocabulary), for scoring without gradients.
+
+    labels: [B, T] or [B, T, K] (K tokens scored at each position); -100 = not scored (0 in the result, which
+    has labels' shape). Logits are made only at the positions with a label, `chunk_size` at a time.
+    """
+    flat, where = _scored_positions(hidden, labels)
+    out = torch.zeros(flat.shape, dtype=torch.float32, device=hidden.device)
+    h = hidden.flatten(0, -2)
+    for start in range(0, where.numel(), chunk_size):
+        idx = where[start : start + chunk_size]
+        logits = (h[idx] @ weight.t()).float()
+        picked = logits.gather(1, flat[idx].clamp(min=0)) - logits.logsumexp(-1, keepdim=True)
+        out[idx] = picked * (flat[idx] != IGNORE_INDEX)
+    return out.view(labels.shape)
+
+
+def _scored_positions(hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels as [positions, K] and the indices of the positions with at least one label."""
+    flat = labels.reshape(hidden.shape[:-1].numel(), -1)
+    return flat, (flat != IGNORE_INDEX).any(1).nonzero().squeeze(1)
+
+
 def _chunk_terms(h: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor):
     """fp32 logits of one chunk and its (ce sum, lse^2 sum, lse, valid mask, safe labels, logits)."""
     logits = (h @ weight.t()).float()

@@ -12,7 +12,15 @@ import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor, Replicate, Shard
 
-from olmo_fn.loss import IGNORE_INDEX, LMLoss, chunked_lm_loss, logit_grad, saved_grads_scaled
+from olmo_fn.loss import (
+    IGNORE_INDEX,
+    LMLoss,
+    _scored_positions,
+    chunked_lm_loss,
+    logit_grad,
+    saved_grads_scaled,
+    token_logprobs,
+)
 
 
 def tp_head(
@@ -21,25 +29,50 @@ def tp_head(
     labels: torch.Tensor | None,
     z_loss_multiplier: float = 0.0,
     chunk_size: int = 1024,
+    per_token: bool = False,
 ) -> torch.Tensor | LMLoss:
-    """Logits ([B, T, V], gathered) or the loss sums of a TP-parallel head; h may be a sequence-sharded DTensor."""
+    """Logits ([B, T, V], gathered), the loss sums, or (per_token) the labels' log-probabilities of a
+    TP-parallel head; h may be a sequence-sharded DTensor."""
     if isinstance(h, DTensor):  # sequence parallel: gather the sequence (backward keeps this rank's slice)
         h = h.redistribute(placements=[Replicate()]).to_local()
     local_weight = weight.to_local()
     if weight.placements[0].is_replicate():  # no loss parallel: every TP rank computes the whole head
         if labels is None:
             return h @ local_weight.t()
+        if per_token:
+            return token_logprobs(h, local_weight, labels, chunk_size)
         return chunked_lm_loss(h, local_weight, labels, z_loss_multiplier, chunk_size)
     mesh = weight.device_mesh
     if labels is None:
         logits = DTensor.from_local(h @ local_weight.t(), mesh, [Shard(-1)])
         return logits.full_tensor()
     offset = mesh.get_local_rank() * local_weight.shape[0]
+    if per_token:
+        return _token_logprobs(h, local_weight, labels, chunk_size, offset, mesh.get_group())
     flat_h, flat_labels = h.flatten(0, -2), labels.flatten()
     total, ce, z = _VocabParallelLoss.apply(
         flat_h, local_weight, flat_labels, z_loss_multiplier, chunk_size, offset, mesh.get_group()
     )
     return LMLoss(total, ce, z)
+
+
+@torch.no_grad()
+def _token_logprobs(h, weight, labels, chunk_size: int, offset: int, group) -> torch.Tensor:
+    """`loss.token_logprobs` with the vocabulary split over the TP ranks: each rank's slice of the logits, the
+    log-sum-exp and the picked logits all-reduced (every rank gets the whole result)."""
+    flat, where = _scored_positions(h, labels)
+    out = torch.zeros(flat.shape, dtype=torch.float32, device=h.device)
+    flat_h = h.flatten(0, -2)
+    for start in range(0, where.numel(), chunk_size):
+        idx = where[start : start + chunk_size]
+        logits = (flat_h[idx] @ weight.t()).float()
+        high = _all_reduce(logits.amax(-1), dist.ReduceOp.MAX, group)
+        lse = high + _all_reduce((logits - high[:, None]).exp().sum(-1), dist.ReduceOp.SUM, group).log()
+        local = flat[idx] - offset
+        mine = (flat[idx] != IGNORE_INDEX) & (local >= 0) & (local < weight.shape[0])
+        picked = _all_reduce(logits.gather(1, local.clamp(0, weight.shape[0] - 1)) * mine, dist.ReduceOp.SUM, group)
+        out[idx] = (picked - lse[:, None]) * (flat[idx] != IGNORE_INDEX)
+    return out.view(labels.shape)
 
 
 def _all_reduce(t: torch.Tensor, op: dist.ReduceOp, group: dist.ProcessGroup) -> torch.Tensor:

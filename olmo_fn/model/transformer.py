@@ -21,7 +21,7 @@ from torch.distributed.tensor import DTensor
 
 from olmo_fn.config import ModelConfig
 from olmo_fn.errors import DataError
-from olmo_fn.loss import LMLoss, chunked_lm_loss
+from olmo_fn.loss import LMLoss, chunked_lm_loss, token_logprobs
 from olmo_fn.loss_parallel import tp_head
 from olmo_fn.model import layers
 from olmo_fn.model.kv_cache import KVCache, LayerCache
@@ -138,14 +138,17 @@ class LMHead(nn.Module):
         labels: torch.Tensor | None = None,
         z_loss_multiplier: float = 0.0,
         loss_chunk_size: int = 1024,
+        per_token: bool = False,
     ) -> torch.Tensor | LMLoss:
         weight = self.weight if self.weight is not None else tied_weight
         h = self.norm(h)
         # tensor parallel (parallel.apply_tp): vocabulary-split or TP-replicated
         if isinstance(weight, DTensor):
-            return tp_head(h, weight, labels, z_loss_multiplier, loss_chunk_size)
+            return tp_head(h, weight, labels, z_loss_multiplier, loss_chunk_size, per_token)
         if labels is None:
             return h @ weight.t()
+        if per_token:
+            return token_logprobs(h, weight, labels, loss_chunk_size)
         return chunked_lm_loss(h, weight, labels, z_loss_multiplier, loss_chunk_size)
 
 
@@ -168,13 +171,15 @@ class Transformer(nn.Module):
         z_loss_multiplier: float = 0.0,
         loss_chunk_size: int = 1024,
         cache: KVCache | None = None,
+        per_token: bool = False,
     ) -> torch.Tensor | LMLoss:
         """Run the decoder on [B, T] token ids.
 
         attention_mask: [B, T], 1 for real tokens, 0 for padding (e.g. left padding); positions: [B, T] or
         [T] RoPE positions (default: 0..T-1, as the original, which ignores padding). With labels ([B, T],
         -100 = ignored; already aligned so labels[:, t] is the target of position t) the result is an
-        `LMLoss` of fp32 sums; otherwise [B, T, embedding_size] logits. With a `KVCache` (decoding) the tokens
+        `LMLoss` of fp32 sums, or with per_token=True the [B, T] fp32 log-probabilities of the labels (0 where
+        ignored; logits are made only where there is a label); otherwise [B, T, embedding_size] logits. With a `KVCache` (decoding) the tokens
         go to the cache's slots, attend over the whole cache (its key_mask replaces attention_mask), and only
         the last position's logits come back: [B, 1, embedding_size].
         """
@@ -196,7 +201,7 @@ class Transformer(nn.Module):
         if cache is not None:
             h = h[:, -1:]
         tied = self.embeddings.weight if cfg.weight_tying else None
-        return self.lm_head(h, tied, labels, z_loss_multiplier, loss_chunk_size)
+        return self.lm_head(h, tied, labels, z_loss_multiplier, loss_chunk_size, per_token)
 
 
 def check_token_ids(input_ids: torch.Tensor, vocab_size: int) -> None:

@@ -1,0 +1,63 @@
+"""A tiny random model with the real OLMo tokenizer's vocabulary, its Hugging Face twin, and brute-force
+scoring of one request alone through transformers."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from olmo_fn.config import ModelConfig
+from olmo_fn.model import Transformer, init_weights
+
+TOKENIZER = "tokenizers/allenai_gpt-neox-olmo-dolma-v1_5.json"
+
+
+def tiny_config(**changes) -> ModelConfig:
+    """OLMo-2-shaped, 2 layers of width 32, the GPT-NeoX (dolma v1.5) vocabulary padded to 50304."""
+    base = dict(
+        d_model=32, n_heads=4, n_layers=2, mlp_hidden_size=64, vocab_size=50280, embedding_size=50304,
+        eos_token_id=50279, pad_token_id=1, max_sequence_length=256, layer_norm_type="rms",
+        layer_norm_with_affine=True, layer_norm_eps=1e-6, attention_layer_norm=True, norm_after=True,
+        init_fn="normal", init_std=0.05, rope_theta=500_000.0,
+    )  # fmt: skip
+    return ModelConfig(**{**base, **changes})
+
+
+def random_model(cfg: ModelConfig, seed: int = 0) -> Transformer:
+    """Weights large enough that the choices of a task differ clearly in log-probability."""
+    model = Transformer(cfg).eval()
+    init_weights(model, cfg, seed=seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            scale = 0.2 if "norm" in name else 0.1
+            p.copy_((1.0 if "norm" in name else 0.0) + scale * torch.randn(p.shape, generator=gen))
+    return model
+
+
+@functools.cache
+def tokenizer_path() -> str:
+    from olmo_fn.eval.task_data import find_data
+
+    path = find_data(TOKENIZER)
+    if path is None:
+        pytest.skip("the task data packages are not installed (tools/setup.sh installs them)")
+    return path
+
+
+def encoder():
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(tokenizer_path())
+    return lambda texts: [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+
+
+@torch.no_grad()
+def brute_force_logprob(hf_model, request) -> float:
+    """Sum of log p(continuation tokens) of one request read alone by a transformers model (float64)."""
+    logits = hf_model(torch.tensor([list(request.query)])).logits[0].double()
+    lp = logits.log_softmax(-1)
+    first = request.ctx_len - 1
+    return float(sum(lp[first + j, t] for j, t in enumerate(request.continuation)))
