@@ -7,7 +7,9 @@ Field names follow the original OLMo config wherever the concept is the same, so
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
+
+import tyro
 
 from olmo_fn.model_config import ModelConfig  # noqa: F401  (re-exported: the model's part of every config)
 
@@ -140,6 +142,43 @@ class EvalConfig:
 
 
 @dataclass
+class EvaluatorConfig:
+    """One in-loop evaluator, as an entry of the original's `evaluators:` list: perplexity on token files
+    (type lm) or a downstream task scored as the original scores it (type downstream, label = the task)."""
+
+    label: str
+    """lm: the name its metrics carry (eval/{label}/CrossEntropyLoss); downstream: the task (piqa, hellaswag,
+    mmlu_stem_mc_5shot, arc_easy_rc_5shot, ...; `python tools/evaluate.py --list-tasks` lists them)."""
+    type: Literal["lm", "downstream"] = "downstream"
+    """lm (perplexity on held-out token files) or downstream (an in-context task)."""
+    paths: list[str] | None = None
+    """lm: token files, read like the training data."""
+    datasets: dict[str, list[str]] | None = None
+    """lm: label -> token files, one set of metrics per label (instead of paths)."""
+    metric: str | None = None
+    """downstream: score with this metric (acc, len_norm, pmi_dc, ce_loss, bpb, f1) instead of the task's."""
+    device_eval_batch_size: int | None = None
+    """Rows per forward pass; None = eval.device_eval_batch_size."""
+    subset_num_batches: int | None = None
+    """Evaluate only the first batches, as the original: lm, this many batches; downstream, the first
+    subset_num_batches x batch size x data-parallel ranks requests. None = eval.eval_subset_num_batches for lm,
+    all requests for downstream."""
+
+
+def evaluators_from_specs(specs: Annotated[list[str], tyro.conf.arg(name="")]) -> list[EvaluatorConfig]:
+    """Evaluators from the command line: TASK or TASK:METRIC (downstream), LABEL=FILE[,FILE...] (lm)."""
+    out = []
+    for spec in specs:
+        if "=" in spec:
+            label, files = spec.split("=", 1)
+            out.append(EvaluatorConfig(label, "lm", paths=[f for f in files.split(",") if f]))
+        else:
+            task, _, metric = spec.partition(":")
+            out.append(EvaluatorConfig(task, "downstream", metric=metric or None))
+    return out
+
+
+@dataclass
 class TrackingConfig:
     """Where metrics go: the console and an Aim repository."""
 
@@ -267,6 +306,12 @@ class TrainConfig:
     """Steps between metric log lines."""
     dry_run: bool = False
     """Print the resolved config, parameter count, FLOPs per token and a memory estimate, then exit."""
+    evaluators: Annotated[list[EvaluatorConfig], tyro.conf.arg(constructor=evaluators_from_specs)] = field(
+        default_factory=list
+    )
+    """In-loop evaluators, run at eval_interval (and on load with eval_on_load) after eval.datasets: on the
+    command line TASK or TASK:METRIC for a downstream task, LABEL=FILE[,FILE...] for perplexity; the official
+    recipes carry the original's lists. Downstream tasks need tokenizer.identifier and the task data."""
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)

@@ -70,7 +70,9 @@ def _token_logprobs(h, weight, labels, chunk_size: int, offset: int, group) -> t
         lse = high + _all_reduce((logits - high[:, None]).exp().sum(-1), dist.ReduceOp.SUM, group).log()
         local = flat[idx] - offset
         mine = (flat[idx] != IGNORE_INDEX) & (local >= 0) & (local < weight.shape[0])
-        picked = _all_reduce(logits.gather(1, local.clamp(0, weight.shape[0] - 1)) * mine, dist.ReduceOp.SUM, group)
+        picked = _all_reduce(
+            logits.gather(1, local.clamp(0, weight.shape[0] - 1)) * mine, dist.ReduceOp.SUM, group
+        )
         out[idx] = (picked - lse[:, None]) * (flat[idx] != IGNORE_INDEX)
     return out.view(labels.shape)
 

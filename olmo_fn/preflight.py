@@ -29,6 +29,8 @@ class Checked:
 
     dataset: TokenDataset | None = None
     eval_sets: dict[str, TokenDataset] = field(default_factory=dict)
+    downstream: list = field(default_factory=list)
+    """The downstream evaluators (eval.evaluators.DownstreamEval), their requests built."""
     degrees: tuple[int, int, int] = (1, 1, 1)
 
 
@@ -54,6 +56,7 @@ def preflight(cfg: TrainConfig, world_size: int, *, with_data: bool = True) -> C
     if with_data:
         checked.dataset = problems.check(_train_data, cfg)
         checked.eval_sets = problems.check(_eval_data, cfg) or {}
+    checked.downstream = problems.check(_downstream, cfg) or []
     problems.check(check_save_folder, cfg)
     problems.check(_load_path, cfg)
     problems.check(_tokenizer, cfg)
@@ -64,7 +67,7 @@ def preflight(cfg: TrainConfig, world_size: int, *, with_data: bool = True) -> C
 
 def open_data(cfg: TrainConfig) -> Checked:
     """The training and evaluation datasets (what a rank other than the checking one needs)."""
-    return Checked(_train_data(cfg), _eval_data(cfg))
+    return Checked(_train_data(cfg), _eval_data(cfg), _downstream(cfg))
 
 
 def _degrees(cfg: TrainConfig, world_size: int) -> tuple[int, int, int]:
@@ -114,11 +117,18 @@ def _train_data(cfg: TrainConfig) -> TokenDataset:
 
 def _eval_data(cfg: TrainConfig) -> dict[str, TokenDataset]:
     from olmo_fn.eval import build_eval_datasets
+    from olmo_fn.eval.evaluators import lm_eval_paths
 
     try:
-        return build_eval_datasets(cfg.eval, cfg.data, cfg.model)
+        return build_eval_datasets(lm_eval_paths(cfg), cfg.data, cfg.model)
     except OlmoFnError as e:
         raise ConfigError(f"eval.datasets: {e}") from e
+
+
+def _downstream(cfg: TrainConfig) -> list:
+    from olmo_fn.eval.evaluators import build_downstream
+
+    return build_downstream(cfg)
 
 
 def check_save_folder(cfg: TrainConfig) -> None:
@@ -160,9 +170,15 @@ def _tokenizer(cfg: TrainConfig) -> None:
     from tokenizers import Tokenizer
 
     from olmo_fn.checkpoint import storage
+    from olmo_fn.eval.task_data import packaged_tokenizer
 
+    path = packaged_tokenizer(cfg.tokenizer.identifier)
+    if (
+        path is None
+    ):  # a packaged name without the package: only downstream evaluators need it (checked there)
+        return
     try:
-        tok = Tokenizer.from_str(storage.read_bytes(cfg.tokenizer.identifier).decode())
+        tok = Tokenizer.from_str(storage.read_bytes(path).decode())
     except Exception as e:  # noqa: BLE001 - missing file, bad JSON: the same fix
         raise ConfigError(
             f"tokenizer.identifier: cannot read {cfg.tokenizer.identifier} as a tokenizers JSON file ({e})"

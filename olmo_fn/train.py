@@ -30,14 +30,16 @@ from olmo_fn.data.order import write_global_indices
 from olmo_fn.dist import DistEnv, init_distributed
 from olmo_fn.errors import ConfigError, OlmoFnError
 from olmo_fn.eval import evaluate_lm
+from olmo_fn.eval.downstream import metric_key
+from olmo_fn.eval.evaluators import run_downstream
 from olmo_fn.loss import ORIGINAL_Z_LOSS_MULTIPLIER
 from olmo_fn.metrics import SpeedMeter, device_peak_flops, peak_memory_bytes
 from olmo_fn.model import Transformer, flops_per_token, init_weights
 from olmo_fn.optim import build_optimizer, clip_limit, lr_at
 from olmo_fn.parallel import parallelize
-from olmo_fn.preflight import check_save_folder, open_data, preflight
+from olmo_fn.preflight import Checked, check_save_folder, open_data, preflight
 from olmo_fn.run_context import Hooks, Run, TrainState, saves_due
-from olmo_fn.tracking import Tracker
+from olmo_fn.tracking import Tracker, format_metrics
 from olmo_fn.train_step import train_step
 
 log = logging.getLogger("olmo_fn")
@@ -184,10 +186,10 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult | None:
     run = Run(cfg, env, model, optimizer, loader, state, hooks=hooks or Hooks(), run_hash=run_hash)
     for hook in run.hooks.after_build:
         hook(run)
-    return _loop(run, checked.eval_sets, bolt_on)
+    return _loop(run, checked, bolt_on)
 
 
-def _loop(run: Run, eval_sets: dict, bolt_on: int | None) -> TrainResult:
+def _loop(run: Run, evals: Checked, bolt_on: int | None) -> TrainResult:
     cfg, env, state = run.cfg, run.env, run.state
     sampler = order_sampler(run.loader)
     seq = cfg.model.max_sequence_length
@@ -216,8 +218,9 @@ def _loop(run: Run, eval_sets: dict, bolt_on: int | None) -> TrainResult:
         )
     result = TrainResult(run.model, state, None)
     try:
-        if cfg.eval_on_load and eval_sets:
-            result.eval_history.append((state.step, _evaluate(run, eval_sets)))
+        has_evals = bool(evals.eval_sets or evals.downstream)
+        if cfg.eval_on_load and has_evals:
+            result.eval_history.append((state.step, _evaluate(run, evals)))
         iterator = _epoch_iterator(run, sampler)
         while state.step < stop:
             batch = next(iterator)
@@ -242,8 +245,8 @@ def _loop(run: Run, eval_sets: dict, bolt_on: int | None) -> TrainResult:
             run.tracker.advance(state.step)
             if state.step % cfg.console_log_interval == 0 or state.step == stop:
                 _log(run, _train_metrics(run, metrics, speed), {"subset": "train"})
-            if _due(cfg.eval_interval, state.step, stop) and eval_sets:
-                result.eval_history.append((state.step, _evaluate(run, eval_sets)))
+            if _due(cfg.eval_interval, state.step, stop) and has_evals:
+                result.eval_history.append((state.step, _evaluate(run, evals)))
             run.tracker.end_step()
             for sharded in saves_due(cfg, state.step, stop):
                 result.checkpoint = _save(run, sharded)
@@ -300,10 +303,10 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if precision == "amp_bf16" and device.type != "cpu" else None
 
 
-def _log(run: Run, metrics: dict, context: dict) -> None:
+def _log(run: Run, metrics: dict, context: dict, console: bool = True) -> None:
     for hook in run.hooks.before_log:
         hook(run, run.state.step, metrics, context)
-    run.tracker.log(run.state.step, metrics, context)
+    run.tracker.log(run.state.step, metrics, context, console=console)
 
 
 def _epoch_iterator(run: Run, sampler):
@@ -348,10 +351,10 @@ def _train_metrics(run: Run, m, speed: SpeedMeter) -> dict[str, float | None]:
     return out
 
 
-def _evaluate(run: Run, eval_sets: dict) -> dict[str, float]:
+def _evaluate(run: Run, evals: Checked) -> dict[str, float]:
     out = {}
     autocast = autocast_dtype(run.cfg.precision, run.env.device)
-    for label, dataset in eval_sets.items():
+    for label, dataset in evals.eval_sets.items():
         metrics = evaluate_lm(
             run.model, dataset, batch_size=run.cfg.eval.device_eval_batch_size,
             max_batches=run.cfg.eval.eval_subset_num_batches, rank=run.env.dp_rank, world_size=run.env.dp_size,
@@ -360,6 +363,14 @@ def _evaluate(run: Run, eval_sets: dict) -> dict[str, float]:
         keyed = {f"eval/{label}/{k}": v for k, v in metrics.items()}
         _log(run, keyed, {"subset": "eval", "dataset": label})
         out.update({f"{label}/{k}": v for k, v in metrics.items()})
+    if evals.downstream:  # every task in one pass; one console line for them all
+        shown = {}
+        for label, metrics in run_downstream(run.model, evals.downstream, run.env, autocast).items():
+            keyed = {metric_key(label, m): v for m, v in metrics.items()}
+            _log(run, keyed, {"subset": "eval", "dataset": label}, console=False)
+            out.update(keyed)
+            shown.update({f"{label}_{m}": v for m, v in metrics.items()})
+        run.tracker.write(f"[step {run.state.step}] downstream: {format_metrics(shown)}")
     return out
 
 

@@ -13,10 +13,13 @@ from olmo_fn.data.memmap import TokenDataset, build_token_dataset
 from olmo_fn.loss import IGNORE_INDEX, shift_labels
 
 
-def build_eval_datasets(cfg: EvalConfig, data: DataConfig, model: ModelConfig) -> dict[str, TokenDataset]:
-    """One token dataset per evaluation label, read like the training data (same dtype and length)."""
+def build_eval_datasets(
+    sets: EvalConfig | dict[str, list[str]], data: DataConfig, model: ModelConfig
+) -> dict[str, TokenDataset]:
+    """One token dataset per evaluation label (`sets`: label -> token files, or an EvalConfig's datasets),
+    read like the training data (same dtype and length)."""
     out = {}
-    for label, paths in sorted(cfg.datasets.items()):
+    for label, paths in sorted((sets.datasets if isinstance(sets, EvalConfig) else sets).items()):
         eval_data = DataConfig(paths=list(paths), memmap_dtype=data.memmap_dtype)
         out[label] = build_token_dataset(
             eval_data,
