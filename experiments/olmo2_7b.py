@@ -11,8 +11,10 @@ from olmo_fn.config import (
     OptimizerConfig,
     OriginalTrainerConfig,
     SchedulerConfig,
+    TokenizerConfig,
     TrainConfig,
 )
+from olmo_fn.eval.official import DOLMA2_TOKENIZER, OLMO2_TASKS, downstream
 from olmo_fn.launch import main
 from olmo_fn.model.presets import olmo2_7b
 
@@ -30,6 +32,8 @@ def config() -> TrainConfig:
         auxiliary_loss_multiplier=1e-5,  # as the YAML says, but the original trainer never passed it on:
         # its loss used its built-in 1e-4, so the official runs had z-loss 1e-4
         original_trainer=OriginalTrainerConfig(builtin_z_loss_multiplier=True),
+        tokenizer=TokenizerConfig(identifier=DOLMA2_TOKENIZER),
+        evaluators=downstream(OLMO2_TASKS),
         model=olmo2_7b(),
         optimizer=OptimizerConfig(
             learning_rate=3e-4,

@@ -4,7 +4,8 @@ The official data, its 249 files in order: --data.paths_file=experiments/data/OL
 with --data.paths=[...]).
 """
 
-from olmo_fn.config import DataConfig, OptimizerConfig, SchedulerConfig, TrainConfig
+from olmo_fn.config import DataConfig, OptimizerConfig, SchedulerConfig, TokenizerConfig, TrainConfig
+from olmo_fn.eval.official import NEOX_PII_TOKENIZER, OLMO1_TASKS, downstream
 from olmo_fn.launch import main
 from olmo_fn.model.presets import olmo_1b
 
@@ -18,6 +19,8 @@ def config() -> TrainConfig:
         device_train_microbatch_size=8,
         precision="amp_bf16",
         max_grad_norm=1.0,
+        tokenizer=TokenizerConfig(identifier=NEOX_PII_TOKENIZER),
+        evaluators=downstream(OLMO1_TASKS),
         model=olmo_1b(),
         optimizer=OptimizerConfig(learning_rate=4e-4, betas=(0.9, 0.95), eps=1e-5, weight_decay=0.1),
         scheduler=SchedulerConfig(name="cosine_with_warmup", t_warmup=2000, alpha_f=0.1),

@@ -4,7 +4,15 @@ The official data, its 443 files in order: --data.paths_file=experiments/data/OL
 with --data.paths=[...]).
 """
 
-from olmo_fn.config import DataConfig, OptimizerConfig, OriginalTrainerConfig, SchedulerConfig, TrainConfig
+from olmo_fn.config import (
+    DataConfig,
+    OptimizerConfig,
+    OriginalTrainerConfig,
+    SchedulerConfig,
+    TokenizerConfig,
+    TrainConfig,
+)
+from olmo_fn.eval.official import NEOX_PII_TOKENIZER, OLMO1_TASKS, downstream
 from olmo_fn.launch import main
 from olmo_fn.model.presets import olmo_7b
 
@@ -19,6 +27,8 @@ def config() -> TrainConfig:
         precision="amp_bf16",
         compile=True,
         max_grad_norm=1.0,
+        tokenizer=TokenizerConfig(identifier=NEOX_PII_TOKENIZER),
+        evaluators=downstream(OLMO1_TASKS),
         model=olmo_7b(),
         optimizer=OptimizerConfig(learning_rate=3e-4, betas=(0.9, 0.95), eps=1e-5, weight_decay=0.1),
         scheduler=SchedulerConfig(

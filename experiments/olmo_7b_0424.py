@@ -4,7 +4,15 @@ The official data, its 1033 Dolma 1.7 files in order: --data.paths_file=experime
 (or your own with --data.paths=[...]).
 """
 
-from olmo_fn.config import DataConfig, OptimizerConfig, OriginalTrainerConfig, SchedulerConfig, TrainConfig
+from olmo_fn.config import (
+    DataConfig,
+    OptimizerConfig,
+    OriginalTrainerConfig,
+    SchedulerConfig,
+    TokenizerConfig,
+    TrainConfig,
+)
+from olmo_fn.eval.official import DOLMA_V1_5_TOKENIZER, OLMO_0424_TASKS, downstream
 from olmo_fn.launch import main
 from olmo_fn.model.presets import olmo_7b_0424
 
@@ -18,6 +26,8 @@ def config() -> TrainConfig:
         device_train_microbatch_size=2,
         precision="amp_bf16",
         max_grad_norm=1.0,
+        tokenizer=TokenizerConfig(identifier=DOLMA_V1_5_TOKENIZER),
+        evaluators=downstream(OLMO_0424_TASKS),
         model=olmo_7b_0424(),
         optimizer=OptimizerConfig(
             learning_rate=3e-4,

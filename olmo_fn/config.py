@@ -158,11 +158,10 @@ class EvaluatorConfig:
     metric: str | None = None
     """downstream: score with this metric (acc, len_norm, pmi_dc, ce_loss, bpb, f1) instead of the task's."""
     device_eval_batch_size: int | None = None
-    """Rows per forward pass; None = eval.device_eval_batch_size."""
+    """downstream: rows per forward pass; None = eval.device_eval_batch_size (lm evaluators always use it)."""
     subset_num_batches: int | None = None
-    """Evaluate only the first batches, as the original: lm, this many batches; downstream, the first
-    subset_num_batches x batch size x data-parallel ranks requests. None = eval.eval_subset_num_batches for lm,
-    all requests for downstream."""
+    """downstream: score only the first subset_num_batches x batch size x data-parallel ranks requests, as the
+    original (-1 = all; None = eval.eval_subset_num_batches, which lm evaluators always use)."""
 
 
 def evaluators_from_specs(specs: Annotated[list[str], tyro.conf.arg(name="")]) -> list[EvaluatorConfig]:

@@ -102,7 +102,7 @@ def test_fsdp_and_evaluators_are_mapped():
     assert not cfg.parallel.reshard_after_forward and cfg.parallel.activation_checkpointing == "full"
     assert cfg.parallel.activation_checkpointing_interval == 2
     assert cfg.eval.datasets == {"c4": ["c4.npy"], "books": ["b.npy"]}
-    assert any("downstream tasks are not run yet (piqa)" in n for n in notes)
+    assert [(e.label, e.type) for e in cfg.evaluators] == [("piqa", "downstream")]
     hybrid, _ = _config(
         text.replace("SHARD_GRAD_OP", "HYBRID_SHARD"), ["--fsdp.hybrid_sharding_num_model_replicas=2"]
     )
@@ -202,6 +202,8 @@ def test_each_recipe_trains_as_its_official_yaml_run_as_it_is(recipe, monkeypatc
     assert {k: ours[k] for k in TRAINING_FIELDS} == {k: official[k] for k in TRAINING_FIELDS}
     for key in ("memmap_dtype", "instance_filter", "drop_last"):
         assert ours["data"][key] == official["data"][key], key
+    assert ours["evaluators"] == official["evaluators"]  # the downstream tasks, in order
+    assert official["tokenizer"]["identifier"].endswith(ours["tokenizer"]["identifier"])  # found in the package
     trainer = ours["original_trainer"]  # the recipes turn on what applies to them; a YAML run turns on both
     assert trainer["builtin_z_loss_multiplier"] == ours["softmax_auxiliary_loss"]
     assert trainer["lagged_clip_warmup"] == (ours["scheduler"]["grad_clip_warmup_steps"] is not None)

@@ -24,8 +24,9 @@ class DownstreamEval:
     subset_num_batches: int | None = None
 
     def subset(self, dp_size: int) -> PreparedTask:
-        """The requests the original would score: all, or its first subset_num_batches per rank."""
-        if self.subset_num_batches is None:
+        """The requests the original would score: all (subset_num_batches None or <= 0), or the first
+        subset_num_batches batches of each rank's share (the first n x batch x ranks requests)."""
+        if self.subset_num_batches is None or self.subset_num_batches <= 0:
             return self.task
         n = self.subset_num_batches * self.batch_size * dp_size
         return PreparedTask(self.task.label, self.task.metric, self.task.requests[:n])
@@ -89,7 +90,10 @@ def build_downstream(cfg: TrainConfig) -> list[DownstreamEval]:
         except OlmoFnError as e:
             raise ConfigError(f"evaluators: {str(e).splitlines()[0]}") from e
         batch = ev.device_eval_batch_size or cfg.eval.device_eval_batch_size
-        out.append(DownstreamEval(task, batch, ev.subset_num_batches))
+        subset = (
+            ev.subset_num_batches if ev.subset_num_batches is not None else cfg.eval.eval_subset_num_batches
+        )
+        out.append(DownstreamEval(task, batch, subset))
     return out
 
 

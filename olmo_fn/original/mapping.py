@@ -15,6 +15,7 @@ from typing import Any
 from olmo_fn.config import (
     DataConfig,
     EvalConfig,
+    EvaluatorConfig,
     InstanceFilterConfig,
     ModelConfig,
     OptimizerConfig,
@@ -78,7 +79,7 @@ MAPPED: dict[str, str] = {
     "activation_checkpointing": "whole_layer / one_in_N -> parallel.activation_checkpointing=full, interval N; "
     "the finer strategies -> every block",
     "compile": "set -> compile=true (per block)",
-    "evaluators": "lm evaluators -> eval.datasets; downstream evaluators are not run yet",
+    "evaluators": "lm evaluators -> eval.datasets, downstream ones -> evaluators",
     "device_eval_batch_size": "eval.device_eval_batch_size",
     "eval_subset_num_batches": "eval.eval_subset_num_batches",
     "restore_dataloader": "false -> reset_trainer_state=true (the step, data position and schedule restart)",
@@ -297,6 +298,16 @@ def train_config_from_original(tree: dict[str, Any]) -> tuple[TrainConfig, list[
             eval_subset_num_batches=int(tree["eval_subset_num_batches"]),
         ),
         tokenizer=TokenizerConfig(identifier=_tokenizer(tree["tokenizer"]["identifier"], notes)),
+        evaluators=[
+            EvaluatorConfig(
+                e["label"],
+                "downstream",
+                device_eval_batch_size=e.get("device_eval_batch_size"),
+                subset_num_batches=e.get("subset_num_batches"),
+            )  # fmt: skip
+            for e in tree["evaluators"]
+            if e["type"] != "lm"
+        ],
         parallel=parallel,
     )
     if tree["stop_at"] is None:
@@ -304,9 +315,6 @@ def train_config_from_original(tree: dict[str, Any]) -> tuple[TrainConfig, list[
             "stop_at unset: the run stops at max_duration (the original trainer went on to the end of the "
             "epoch, up to 10 steps further; pass --stop_at to choose)"
         )
-    downstream = [e["label"] for e in tree["evaluators"] if e["type"] != "lm"]
-    if downstream:
-        notes.append(f"evaluators: downstream tasks are not run yet ({', '.join(downstream)})")
     ignored = ignored_fields(tree)
     if ignored:
         notes.append("no effect here: " + ", ".join(ignored))

@@ -39,6 +39,13 @@ def original_from_train_config(cfg: TrainConfig) -> tuple[dict[str, Any], list[s
          "subset_num_batches": None}
         for label, paths in cfg.eval.datasets.items()
     ]  # fmt: skip
+    tree["evaluators"] += [
+        {"label": ev.label, "type": ev.type, "data": {**copy.deepcopy(SCHEMA["data"]), "paths": ev.paths,
+                                                      "datasets": ev.datasets},
+         "device_eval_batch_size": ev.device_eval_batch_size, "subset_num_batches": ev.subset_num_batches}
+        for ev in cfg.evaluators
+        if ev.metric is None
+    ]  # fmt: skip
     p = cfg.parallel
     if p.dp_replicate > 1:
         sharding = "HYBRID_SHARD" if p.reshard_after_forward else "_HYBRID_SHARD_ZERO2"
@@ -84,6 +91,11 @@ def _inexpressible(cfg: TrainConfig) -> list[str]:
         notes.append("parallel.activation_checkpointing_interval: written as whole_layer")
     if cfg.loss_normalization != "batch_tokens":
         notes.append("loss_normalization=label_tokens: the original divides by every token of the batch")
+    for ev in cfg.evaluators:
+        if ev.metric is not None:
+            notes.append(
+                f"evaluators: {ev.label}:{ev.metric}: the original scores a task with its own metric only"
+            )
     if cfg.data.paths_file:
         notes.append(f"data.paths_file={cfg.data.paths_file}: list its entries under data.paths")
     if cfg.scheduler.name == "wsd" or cfg.scheduler.name == "constant_with_warmup":

@@ -54,10 +54,14 @@ def _launch(args: list[str]) -> str:
 def test_recipe_trains_saves_and_resumes_on_two_processes(tmp_path, name):
     cfg = load_recipe(name).config()
     data = _tokens(tmp_path, cfg.data.memmap_dtype, cfg.model.vocab_size)
-    common = [f"experiments/{name}.py", *SHRINK, *MACHINE, f"--data.paths=[{data}]",
+    # the recipe's downstream evaluators, cut to one of them and one batch (the full lists run for hours here)
+    evals = ["--evaluators", "piqa", "--eval.eval_subset_num_batches=1"] if cfg.evaluators else []
+    common = [f"experiments/{name}.py", *SHRINK, *MACHINE, *evals, f"--data.paths=[{data}]",
               f"--save_folder={tmp_path}/run"]  # fmt: skip
     first = _launch([*common, "--stop_at=2"])
     assert sorted(_logged(tmp_path / "run")) == [1, 2]
+    if cfg.evaluators:
+        assert "downstream: piqa_len_norm=" in first
     if cfg.precision == "amp_bf16":
         assert "amp_bf16 runs as fp32 here" in first
     saved = [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith("step2")]
