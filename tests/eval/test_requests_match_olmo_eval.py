@@ -1,0 +1,77 @@
+"""Each task's requests are the ones olmo_eval's own task builder makes (its code, imported without its pins):
+same documents, continuations, token ids, left truncation, domain-conditional prompts and lengths."""
+
+import pytest
+
+from olmo_fn.eval.downstream import prepare_task
+from olmo_fn.eval.official import OLMO1_TASKS, OLMO2_TASKS
+from olmo_fn.eval.registry import known_tasks
+from tests.eval.helpers import encoder, tokenizer_path
+
+# every task of the official configs, and oe_eval tasks of each kind (rc, mc, bpb, 10-way, from either wheel)
+TASKS = sorted({*OLMO1_TASKS, *OLMO2_TASKS}) + [
+    "mmlu_stem", "mmlu_humanities_test", "mmlu_other_bpb", "mmlu_social_sciences_val_rc_5shot",
+    "arc_easy_rc_5shot", "arc_challenge_mc_5shot", "hellaswag_rc_5shot_bpb", "winogrande_val_rc_5shot",
+    "copycolors_10way", "boolq_rc_0shot", "csqa_mc_5shot_bpb",
+]  # fmt: skip
+
+
+def _fields(sample: dict) -> tuple:
+    return (
+        sample["doc_id"], sample["cont_id"], sample["label_id"], tuple(sample["query"]), sample["ctx_len"],
+        tuple(sample["continuation"]), tuple(sample["dc_query"]), sample["dc_len"],
+        sample["cont_str_len_no_leading_space"], sample["cont_byte_len_no_leading_space"],
+    )  # fmt: skip
+
+
+def _ours(r) -> tuple:
+    return (
+        r.doc_id, r.cont_id, r.label_id, r.query, r.ctx_len, r.continuation, r.dc_query, r.dc_len,
+        r.cont_str_len, r.cont_byte_len,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def olmo_eval_tokenizer():
+    from olmo_eval import HFTokenizer
+
+    return HFTokenizer(tokenizer_path(), pad_token_id=1, eos_token_id=50279)
+
+
+@pytest.mark.parametrize("label", TASKS)
+def test_requests_equal_olmo_evals(label, olmo_eval_tokenizer):
+    from olmo_eval import build_task
+
+    theirs = build_task(label, olmo_eval_tokenizer)
+    ours = prepare_task(label, encoder())
+    assert ours.metric == theirs.metric_type
+    assert len(ours.requests) == len(theirs.samples)
+    assert [_ours(r) for r in ours.requests] == [_fields(s) for s in theirs.samples]
+
+
+def test_left_truncation_at_the_evaluators_own_length(olmo_eval_tokenizer):
+    """A 5-shot MMLU prompt cut at 256 tokens from the left, as olmo_eval cuts it (whatever the model's length)."""
+    from olmo_eval import build_task
+
+    theirs = build_task("mmlu_stem_mc_5shot", olmo_eval_tokenizer, model_ctx_len=256)
+    ours = prepare_task("mmlu_stem_mc_5shot", encoder(), model_ctx_len=256)
+    assert max(len(r.query) for r in ours.requests) == 256
+    assert [_ours(r) for r in ours.requests] == [_fields(s) for s in theirs.samples]
+
+
+def test_known_tasks_cover_olmo_evals_labels_with_the_same_metrics():
+    """The labels olmo_eval also has (all of the official configs' among them) score with its metric."""
+    from olmo_eval import list_tasks
+    from olmo_eval.tasks import LABEL_TO_TASK_MAP
+
+    from olmo_fn.eval.registry import get_task
+
+    shared = set(known_tasks()) & set(list_tasks())
+    assert {*OLMO1_TASKS, *OLMO2_TASKS} <= shared and len(shared) >= 200
+    for label in sorted(shared):
+        task, kwargs = (
+            LABEL_TO_TASK_MAP[label]
+            if isinstance(LABEL_TO_TASK_MAP[label], tuple)
+            else (LABEL_TO_TASK_MAP[label], {})
+        )
+        assert get_task(label).metric == (kwargs.get("metric_type") or task.metric_type), label
