@@ -38,6 +38,13 @@ class DistEnv:
     dp_rank: int = 0
     dp_size: int = 1
 
+    @property
+    def tp_size(self) -> int:
+        """Ranks of this process's tensor-parallel group (1 without TP)."""
+        if self.mesh is None or "tp" not in (self.mesh.mesh_dim_names or ()):
+            return 1
+        return self.mesh["tp"].size()
+
 
 def check_launcher_env(environ: dict[str, str] | None = None) -> None:
     """Raise ConfigError when a scheduler started several tasks without torchrun's RANK/WORLD_SIZE."""

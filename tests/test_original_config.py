@@ -203,7 +203,9 @@ def test_each_recipe_trains_as_its_official_yaml_run_as_it_is(recipe, monkeypatc
     for key in ("memmap_dtype", "instance_filter", "drop_last"):
         assert ours["data"][key] == official["data"][key], key
     assert ours["evaluators"] == official["evaluators"]  # the downstream tasks, in order
-    assert official["tokenizer"]["identifier"].endswith(ours["tokenizer"]["identifier"])  # found in the package
+    assert official["tokenizer"]["identifier"].endswith(
+        ours["tokenizer"]["identifier"]
+    )  # found in the package
     trainer = ours["original_trainer"]  # the recipes turn on what applies to them; a YAML run turns on both
     assert trainer["builtin_z_loss_multiplier"] == ours["softmax_auxiliary_loss"]
     assert trainer["lagged_clip_warmup"] == (ours["scheduler"]["grad_clip_warmup_steps"] is not None)

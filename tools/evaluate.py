@@ -1,8 +1,8 @@
 """Score a checkpoint on the original OLMo's downstream tasks, as its in-loop evaluator scores them.
 
-    python tools/evaluate.py CHECKPOINT --tasks piqa,arc_easy,hellaswag
+    python tools/evaluate.py CHECKPOINT --tasks piqa,arc_easy,hellaswag --limit 200
     python tools/evaluate.py CHECKPOINT --tasks mmlu_stem_mc_5shot,arc_challenge:pmi_dc --limit 100 --json
-    torchrun --nproc_per_node=4 tools/evaluate.py CHECKPOINT --tasks piqa --tp 2
+    torchrun --nproc_per_node=4 tools/evaluate.py CHECKPOINT --tasks piqa,copa --limit 50 --tp 2
     python tools/evaluate.py --list-tasks
 
 CHECKPOINT is any checkpoint olmo_fn reads (native, sharded, original OLMo, Hugging Face folder; local or a
@@ -116,11 +116,15 @@ def main(
 
     vocab = model_config_of_checkpoint(checkpoint).vocab_size
     identifier = tokenizer or default_tokenizer(checkpoint)
-    encode = tokenizer_encoder(identifier, vocab, what="--tokenizer" if tokenizer else f"tokenizer {identifier}")
+    encode = tokenizer_encoder(
+        identifier, vocab, what="--tokenizer" if tokenizer else f"tokenizer {identifier}"
+    )
     prepared = []
     for spec in labels:
         label, _, metric = spec.partition(":")
-        prepared.append(prepare_task(label, encode, metric=metric or None, limit=limit, model_ctx_len=model_ctx_len))
+        prepared.append(
+            prepare_task(label, encode, metric=metric or None, limit=limit, model_ctx_len=model_ctx_len)
+        )
     model, env = load_model(checkpoint, tp, precision)
     bar = None
     if env.rank == 0:
@@ -132,7 +136,7 @@ def main(
     results = evaluate_downstream(
         model, prepared, batch_size=batch_size, pad_token_id=model.config.pad_token_id, dp_rank=env.dp_rank,
         dp_size=env.dp_size, dp_group=env.dp_group, autocast_dtype=autocast_dtype(precision, env.device),
-        progress=bar.update if bar else None,
+        progress=bar.update if bar else None, seq_multiple=env.tp_size,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     if bar is not None:

@@ -140,15 +140,17 @@ def evaluate_downstream(
     dp_group: dist.ProcessGroup | None = None,
     autocast_dtype: torch.dtype | None = None,
     progress: Callable[[int], None] | None = None,
+    seq_multiple: int = 1,
 ) -> dict[str, dict[str, float]]:
-    """task label -> {metric: value} for every task, all scored in one pass (shared batches)."""
+    """task label -> {metric: value} for every task, all scored in one pass (shared batches); under tensor
+    parallelism pass its degree as seq_multiple."""
     items = [(r.query, r.ctx_len - 1, r.continuation) for t in tasks for r in t.requests]
     for t in tasks:
         if t.metric == "pmi_dc":
             items += [(r.dc_query, r.dc_len - 1, r.continuation) for r in t.requests]
     scores = score(
         model, items, batch_size=batch_size, pad_token_id=pad_token_id, dp_rank=dp_rank, dp_size=dp_size,
-        dp_group=dp_group, autocast_dtype=autocast_dtype, progress=progress,
+        dp_group=dp_group, autocast_dtype=autocast_dtype, progress=progress, seq_multiple=seq_multiple,
     )  # fmt: skip
     out, at = {}, 0
     dc_at = sum(len(t.requests) for t in tasks)

@@ -60,8 +60,10 @@ def plan(items: Sequence[Item], batch_size: int) -> Plan:
     return Plan(rows, targets, spots, batches)
 
 
-def _batch_tensors(p: Plan, batch: range, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    length = max(len(p.rows[r]) for r in batch)
+def _batch_tensors(
+    p: Plan, batch: range, pad_id: int, device, multiple: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    length = -(-max(len(p.rows[r]) for r in batch) // multiple) * multiple
     k = max((len(t) for r in batch for t in p.targets[r].values()), default=1)
     ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
     labels = torch.full((len(batch), length, k), IGNORE_INDEX, dtype=torch.long)
@@ -93,9 +95,11 @@ def score(
     dp_group: dist.ProcessGroup | None = None,
     autocast_dtype: torch.dtype | None = None,
     progress: Callable[[int], None] | None = None,
+    seq_multiple: int = 1,
 ) -> list[float]:
     """Sum of log-probabilities of each item's targets (float64 sums of fp32 log-probabilities over the
-    padded vocabulary), the same on every rank. Collective over dp_group when dp_size > 1."""
+    padded vocabulary), the same on every rank. Collective over dp_group when dp_size > 1. Batches are padded
+    to a multiple of `seq_multiple` tokens (the TP degree: sequence parallelism splits the sequence evenly)."""
     device = next(model.parameters()).device
     p = plan(items, batch_size)
     mine = p.batches[dp_rank::dp_size]
@@ -106,10 +110,10 @@ def score(
     autocast = torch.autocast(device.type, autocast_dtype, enabled=autocast_dtype is not None)
     for i in range(n_passes):
         if i < len(mine):
-            ids, labels = _batch_tensors(p, mine[i], pad_token_id, device)
+            ids, labels = _batch_tensors(p, mine[i], pad_token_id, device, seq_multiple)
         else:  # a dummy pass: same collectives, nothing scored
-            ids = torch.full((1, 1), pad_token_id, dtype=torch.long, device=device)
-            labels = torch.full((1, 1, 1), IGNORE_INDEX, dtype=torch.long, device=device)
+            ids = torch.full((1, seq_multiple), pad_token_id, dtype=torch.long, device=device)
+            labels = torch.full((1, seq_multiple, 1), IGNORE_INDEX, dtype=torch.long, device=device)
         with autocast:
             lp = model(ids, labels=labels, per_token=True).cpu()
         if i < len(mine):

@@ -4,7 +4,7 @@
 
 For each case (named by the YAML's stem), every rank writes OUT_DIR/{case}.rank{R}.json: its mesh position
 (dp rank, dp size), the input_ids of every batch it trained on, the losses (rank 0) and each step's wall time;
-rank 0 writes OUT_DIR/{case}.init.safetensors, the full parameters right after initialisation (or loading).
+the downstream metrics when it has downstream evaluators; rank 0 writes OUT_DIR/{case}.init.safetensors, the full parameters right after initialisation (or loading).
 Everything is observed through the run's hooks.
 """
 
@@ -52,9 +52,11 @@ def run_case(config_path: Path, out: Path) -> None:
     def before_log(run, step, metrics, context):
         if context.get("subset") == "train":
             record["losses"][step] = metrics["train/CrossEntropyLoss"]
-        else:
+        elif f"eval/{context['dataset']}/CrossEntropyLoss" in metrics:
             label = context["dataset"]
             record["evals"][f"{step}/{label}"] = metrics[f"eval/{label}/CrossEntropyLoss"]
+        else:  # downstream tasks: eval/downstream/{label}_{metric} (or downstream_{metric}/...)
+            record.setdefault("downstream", {}).update({f"{step}/{k}": v for k, v in metrics.items()})
 
     train(cfg, Hooks(after_build=[after_build], after_step=[after_step], before_log=[before_log]))
     (out / f"{config_path.stem}.rank{record['rank']}.json").write_text(json.dumps(record))

@@ -61,3 +61,38 @@ def brute_force_logprob(hf_model, request) -> float:
     lp = logits.log_softmax(-1)
     first = request.ctx_len - 1
     return float(sum(lp[first + j, t] for j, t in enumerate(request.continuation)))
+
+
+def write_checkpoints(root, model, cfg: ModelConfig) -> dict[str, str]:
+    """The model saved as every checkpoint kind olmo_fn reads, each naming the tokenizer as its kind does:
+    native and sharded (config.yaml tokenizer.identifier), original OLMo (config.yaml), Hugging Face
+    (tokenizer.json)."""
+    import dataclasses
+    import os
+
+    import yaml
+
+    from olmo_fn.checkpoint import save_checkpoint
+    from olmo_fn.checkpoint.hf_dir import write_tokenizer
+    from olmo_fn.config import OptimizerConfig
+    from olmo_fn.optim import build_optimizer
+    from tests.checkpoint.original_writer import write_hf, write_original_dir
+
+    config = {"model": dataclasses.asdict(cfg), "tokenizer": {"identifier": TOKENIZER}}
+    optimizer = build_optimizer(model, OptimizerConfig())
+    paths = {
+        kind: save_checkpoint(
+            str(root / kind), 1, model, optimizer, {"step": 1}, config, sharded=sharded, keep=-1
+        )
+        for kind, sharded in (("native", False), ("sharded", True))
+    }
+    paths["olmo"] = str(root / "olmo")
+    write_original_dir(paths["native"], root / "olmo", {"global_step": 1})
+    original = yaml.safe_load((root / "olmo" / "config.yaml").read_text())
+    original["tokenizer"] = {"identifier": TOKENIZER, "truncate_direction": "right"}
+    (root / "olmo" / "config.yaml").write_text(yaml.safe_dump(original))
+    paths["hf"] = str(root / "hf")
+    write_hf(paths["native"], root / "hf")
+    write_tokenizer(str(root / "hf"), tokenizer_path(), cfg)
+    assert all(os.path.exists(p) for p in paths.values())
+    return paths

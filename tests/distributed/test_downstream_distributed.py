@@ -1,0 +1,88 @@
+"""Downstream evaluation on 2 and 4 gloo processes gives one process's scores: the tool under torchrun (FSDP,
+and TP x FSDP), the in-loop evaluators of a training run, and the tool on that run's final checkpoint.
+The tasks' batch counts leave some ranks a batch short (dummy passes)."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from olmo_fn.config import EvaluatorConfig, TokenizerConfig
+from olmo_fn.eval.downstream import count_passes, prepare_task
+from tests.distributed.launch import case_yaml, run_driver
+from tests.eval.helpers import TOKENIZER, encoder, random_model, tiny_config, write_checkpoints
+
+ROOT = Path(__file__).resolve().parents[2]
+TASKS = "piqa,copa,commitment_bank,trivia_qa_wiki_ppl,arc_easy:pmi_dc"
+
+
+def evaluate(checkpoint: str, nproc: int, *args: str) -> dict:
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    cmd = [
+        *(launch if nproc > 1 else [sys.executable]),
+        str(ROOT / "tools" / "evaluate.py"),
+        checkpoint,
+        *args,
+    ]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout)
+
+
+def test_uneven_batches():
+    """The batch counts of these tests do not divide over 2 or 4 ranks."""
+    specs = [t.partition(":") for t in TASKS.split(",")]
+    tasks = [prepare_task(label, encoder(), metric=metric or None, limit=30) for label, _, metric in specs]
+    assert count_passes(tasks, 4) % 2 == 1  # and so % 4 != 0
+
+
+@pytest.mark.slow
+def test_the_tool_on_2_and_4_processes_equals_one(tmp_path):
+    cfg = tiny_config()
+    native = write_checkpoints(tmp_path, random_model(cfg, seed=4), cfg)["native"]
+    args = ["--tasks", TASKS, "--limit", "30", "--batch-size", "4", "--json"]
+    one = evaluate(native, 1, *args)
+    assert evaluate(native, 2, *args) == one  # FSDP over 2 ranks: bit for bit
+    assert evaluate(native, 4, *args) == one  # FSDP over 4 ranks
+    tp = evaluate(native, 4, *args, "--tp", "2")  # 2 x TP=2: the head's vocabulary split, other sums
+    for task, metrics in one.items():
+        for metric, value in metrics.items():
+            assert math.isclose(tp[task][metric], value, rel_tol=1e-6, abs_tol=1e-6), (task, metric)
+
+
+def _downstream(tmp: Path, case: str) -> dict:
+    return json.loads((tmp / f"{case}.rank0.json").read_text())["downstream"]
+
+
+@pytest.mark.slow
+def test_in_loop_on_2_and_4_processes_and_standalone_agree(tmp_path):
+    evaluators = [
+        EvaluatorConfig("copa"),
+        EvaluatorConfig("commitment_bank"),
+        EvaluatorConfig("arc_easy_ppl"),
+    ]
+    fields = dict(
+        model=tiny_config(max_sequence_length=32), tokenizer=TokenizerConfig(TOKENIZER), evaluators=evaluators,
+        eval_on_load=True, eval_interval=None, max_duration="4", save_interval_unsharded=None,
+    )  # fmt: skip
+    runs = {n: case_yaml(tmp_path, f"ds{n}", tmp_path / f"run{n}", **fields) for n in (1, 2, 4)}
+    for n, config in runs.items():
+        run_driver(tmp_path, n, [config])
+    got = {n: _downstream(tmp_path, f"ds{n}") for n in runs}
+    keys = {"eval/downstream/copa_acc", "eval/downstream/commitment_bank_acc",
+            "eval/downstream_ce_loss/arc_easy_ppl_ce_loss"}  # fmt: skip
+    assert {k.split("/", 1)[1] for k in got[1]} == keys and {k.split("/")[0] for k in got[1]} == {"0", "4"}
+    start = {n: {k: v for k, v in g.items() if k.startswith("0/")} for n, g in got.items()}
+    assert start[1] == start[2] == start[4]  # the same initial weights: the same scores, bit for bit
+    for n in (1, 2):  # the tool on the final checkpoint scores what the loop scored at its last step
+        standalone = evaluate(str(tmp_path / f"run{n}" / "step4-unsharded"), n, "--tasks",
+                              "copa,commitment_bank,arc_easy_ppl", "--batch-size", "4", "--json")  # fmt: skip
+        final = {k.split("/", 1)[1]: v for k, v in got[n].items() if k.startswith("4/")}
+        assert final == {
+            "eval/downstream/copa_acc": standalone["copa"]["acc"],
+            "eval/downstream/commitment_bank_acc": standalone["commitment_bank"]["acc"],
+            "eval/downstream_ce_loss/arc_easy_ppl_ce_loss": standalone["arc_easy_ppl"]["ce_loss"],
+        }
