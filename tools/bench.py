@@ -6,6 +6,7 @@ same instances and beside what the tiny model's train step consumes.
 decode: olmo_fn's generate against transformers' generate (eager and compiled) beside the matrix-vector roofline.
 load: loading ~1 GB of weights + AdamW state from every checkpoint format on 1, 2 and 4 gloo processes (FSDP2):
 seconds, MB/s against a raw read, and peak memory per rank.
+eval: olmo_fn's downstream evaluator against transformers scoring the same requests one by one and batched.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import tyro
 
 from olmo_fn.benchmarks.checkpoint import CheckpointBench, run_checkpoint_bench
 from olmo_fn.benchmarks.decode import DecodeBench, run_decode_bench
+from olmo_fn.benchmarks.eval import EvalBench, run_eval_bench
 from olmo_fn.benchmarks.load import LoadBench, run_load_bench
 from olmo_fn.benchmarks.train import TrainBench, run_train_bench
 from olmo_fn.config import DataConfig
@@ -174,10 +176,22 @@ def decode(bench: Annotated[DecodeBench, tyro.conf.OmitArgPrefixes]) -> dict:
     return run_decode_bench(bench)
 
 
+def eval(bench: Annotated[EvalBench, tyro.conf.OmitArgPrefixes]) -> dict:  # noqa: A001 (the subcommand's name)
+    """Downstream requests/s and tokens/s: olmo_fn's evaluator against transformers one by one and batched."""
+    return run_eval_bench(bench)
+
+
 def main() -> None:
     try:
         tyro.extras.subcommand_cli_from_dict(
-            {"data": data, "train": train, "checkpoint": checkpoint, "decode": decode, "load": load}
+            {
+                "data": data,
+                "train": train,
+                "checkpoint": checkpoint,
+                "decode": decode,
+                "load": load,
+                "eval": eval,
+            }
         )
     except OlmoFnError as e:
         sys.exit(f"error: {e}")

@@ -2,9 +2,12 @@
 
 An item is (row, first, targets): the model reads `row`, and the logits at positions first, first + 1, ...
 score the tokens of `targets` (the original's query / ctx_len - 1 / continuation layout). The plan:
-- identical rows are read once, and a row that is a prefix of another is read as part of it (causal
-  attention: a position's logits depend only on the tokens up to it), so the choices of a multiple-choice
-  question whose continuations are single tokens (" A", " B", ...) cost one row in all;
+- items are grouped by their context (row[:first + 1]); a group's distinct continuation tails
+  (row[first + 1:]) are packed after one copy of the context, each tail attending to the context and to
+  itself only, with the positions it would have alone (an attention mask and RoPE positions), so a shared
+  context is read once per question; a tail that is a prefix of another is read as part of it, and the
+  choices of a multiple-choice question whose continuations are single tokens (" A", " B", ...) cost one
+  context in all;
 - rows are sorted by length (longest first) and cut into batches of `batch_size` rows, right-padded;
 - only the scored positions reach the output head, and several tokens can be scored at one position.
 The plan does not depend on the number of ranks: batch i runs on data-parallel rank i % dp_size, every rank
@@ -30,6 +33,10 @@ Item = tuple[tuple[int, ...], int, tuple[int, ...]]
 class Plan:
     rows: list[tuple[int, ...]]
     """The rows to read, longest first."""
+    positions: list[list[int] | None]
+    """Per row: the RoPE position of each token (None: 0, 1, ...)."""
+    segments: list[list[int] | None]
+    """Per packed row: 0 for the context, i for the i-th tail (None: one causal sequence)."""
     targets: list[dict[int, list[int]]]
     """Per row: position -> the distinct tokens scored there."""
     spots: list[list[tuple[int, int, int]]]
@@ -38,40 +45,71 @@ class Plan:
     """Row indices of each forward pass."""
 
 
+def _prefix_owners(seqs) -> dict[tuple[int, ...], tuple[int, ...]]:
+    """Each sequence -> the longest one it is a prefix of (itself if none)."""
+    unique = sorted(set(seqs))
+    owner: dict[tuple[int, ...], tuple[int, ...]] = {}
+    for i in range(len(unique) - 1, -1, -1):  # in sorted order a sequence's extensions follow it
+        seq, nxt = unique[i], unique[i + 1] if i + 1 < len(unique) else None
+        owner[seq] = owner[nxt] if nxt is not None and nxt[: len(seq)] == seq else seq
+    return owner
+
+
 def plan(items: Sequence[Item], batch_size: int) -> Plan:
     """Rows, targets and batches for `items` (see the module docstring)."""
-    unique = sorted({row for row, _, _ in items})
-    owner: dict[tuple[int, ...], tuple[int, ...]] = {}
-    for i in range(len(unique) - 1, -1, -1):  # in sorted order a row's extensions follow it
-        row, nxt = unique[i], unique[i + 1] if i + 1 < len(unique) else None
-        owner[row] = owner[nxt] if nxt is not None and nxt[: len(row)] == row else row
-    rows = sorted(set(owner.values()), key=lambda r: (-len(r), r))
-    index = {row: i for i, row in enumerate(rows)}
-    targets: list[dict[int, list[int]]] = [{} for _ in rows]
-    spots: list[list[tuple[int, int, int]]] = [[] for _ in rows]
-    for n, (row, first, tokens) in enumerate(items):
-        r = index[owner[row]]
-        for j, token in enumerate(tokens):
-            scored = targets[r].setdefault(first + j, [])
-            if token not in scored:
-                scored.append(token)
-            spots[r].append((n, first + j, scored.index(token)))
-    batches = [range(s, min(s + batch_size, len(rows))) for s in range(0, len(rows), batch_size)]
-    return Plan(rows, targets, spots, batches)
+    groups: dict[tuple[int, ...], dict[tuple[int, ...], list[int]]] = {}
+    for n, (row, first, _) in enumerate(items):
+        groups.setdefault(row[: first + 1], {}).setdefault(row[first + 1 :], []).append(n)
+    built = []  # (tokens, positions, segments, [(item, start of its tail's segment)])
+    for ctx, tails in groups.items():
+        owner = _prefix_owners(tails)
+        kept = sorted(set(owner.values()))
+        tokens, positions, segments, start = list(ctx), list(range(len(ctx))), [0] * len(ctx), {}
+        for s, tail in enumerate(kept, 1):
+            start[tail] = len(tokens)
+            tokens += tail
+            positions += range(len(ctx), len(ctx) + len(tail))
+            segments += [s] * len(tail)
+        packed = len(kept) > 1
+        placed = [(n, start[owner[tail]]) for tail, ns in tails.items() for n in ns]
+        built.append((tuple(tokens), positions if packed else None, segments if packed else None, placed))
+    built.sort(key=lambda b: (-len(b[0]), b[0]))
+    targets: list[dict[int, list[int]]] = [{} for _ in built]
+    spots: list[list[tuple[int, int, int]]] = [[] for _ in built]
+    for r, (_, _, _, placed) in enumerate(built):
+        for n, base in placed:
+            _, first, tokens = items[n]
+            for j, token in enumerate(tokens):
+                at = first if j == 0 else base + j - 1
+                scored = targets[r].setdefault(at, [])
+                if token not in scored:
+                    scored.append(token)
+                spots[r].append((n, at, scored.index(token)))
+    batches = [range(s, min(s + batch_size, len(built))) for s in range(0, len(built), batch_size)]
+    return Plan([b[0] for b in built], [b[1] for b in built], [b[2] for b in built], targets, spots, batches)
 
 
-def _batch_tensors(
-    p: Plan, batch: range, pad_id: int, device, multiple: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch_tensors(p: Plan, batch: range, pad_id: int, device, multiple: int):
+    """input_ids, labels [B, T, K], and for packed rows the positions and the additive attention bias."""
     length = -(-max(len(p.rows[r]) for r in batch) // multiple) * multiple
     k = max((len(t) for r in batch for t in p.targets[r].values()), default=1)
     ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
     labels = torch.full((len(batch), length, k), IGNORE_INDEX, dtype=torch.long)
+    positions = torch.arange(length).repeat(len(batch), 1)
+    segments = torch.zeros((len(batch), length), dtype=torch.long)
     for b, r in enumerate(batch):
         ids[b, : len(p.rows[r])] = torch.tensor(p.rows[r])
         for pos, tokens in p.targets[r].items():
             labels[b, pos, : len(tokens)] = torch.tensor(tokens)
-    return ids.to(device), labels.to(device)
+        if p.positions[r] is not None:
+            positions[b, : len(p.rows[r])] = torch.tensor(p.positions[r])
+            segments[b, : len(p.rows[r])] = torch.tensor(p.segments[r])
+    if not segments.any():
+        return ids.to(device), labels.to(device), None, None
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    keep = causal & ((segments[:, None, :] == 0) | (segments[:, None, :] == segments[:, :, None]))
+    bias = torch.zeros(keep.shape).masked_fill(~keep, torch.finfo(torch.float32).min)[:, None]
+    return ids.to(device), labels.to(device), positions.to(device), bias.to(device)
 
 
 def _add_sums(out: torch.Tensor, lp: torch.Tensor, spots: list[list[tuple[int, int, int]]]) -> None:
@@ -109,13 +147,14 @@ def score(
     model.eval()
     autocast = torch.autocast(device.type, autocast_dtype, enabled=autocast_dtype is not None)
     for i in range(n_passes):
+        positions = bias = None
         if i < len(mine):
-            ids, labels = _batch_tensors(p, mine[i], pad_token_id, device, seq_multiple)
+            ids, labels, positions, bias = _batch_tensors(p, mine[i], pad_token_id, device, seq_multiple)
         else:  # a dummy pass: same collectives, nothing scored
             ids = torch.full((1, seq_multiple), pad_token_id, dtype=torch.long, device=device)
             labels = torch.full((1, seq_multiple, 1), IGNORE_INDEX, dtype=torch.long, device=device)
         with autocast:
-            lp = model(ids, labels=labels, per_token=True).cpu()
+            lp = model(ids, positions=positions, labels=labels, per_token=True, attention_bias=bias).cpu()
         if i < len(mine):
             _add_sums(out, lp, [p.spots[r] for r in mine[i]])
         if progress is not None:

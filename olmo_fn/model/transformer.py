@@ -172,6 +172,7 @@ class Transformer(nn.Module):
         loss_chunk_size: int = 1024,
         cache: KVCache | None = None,
         per_token: bool = False,
+        attention_bias: torch.Tensor | None = None,
     ) -> torch.Tensor | LMLoss:
         """Run the decoder on [B, T] token ids.
 
@@ -181,7 +182,9 @@ class Transformer(nn.Module):
         `LMLoss` of fp32 sums, or with per_token=True the [B, T] fp32 log-probabilities of the labels (0 where
         ignored; logits are made only where there is a label); otherwise [B, T, embedding_size] logits. With a `KVCache` (decoding) the tokens
         go to the cache's slots, attend over the whole cache (its key_mask replaces attention_mask), and only
-        the last position's logits come back: [B, 1, embedding_size].
+        the last position's logits come back: [B, 1, embedding_size]. attention_bias: an additive
+        [B, 1, T, T] fp32 mask used instead of the causal one (e.g. several continuations packed after one
+        context, each with its own positions).
         """
         check_token_ids(input_ids, self.config.vocab_size)
         cfg = self.config
@@ -194,6 +197,8 @@ class Transformer(nn.Module):
         bias = None
         if cache is not None:
             bias = cache.bias(torch.float32)
+        elif attention_bias is not None:
+            bias = attention_bias
         elif attention_mask is not None:
             bias = layers.attention_bias(attention_mask, input_ids.shape[1], torch.float32)
         for i, block in enumerate(self.blocks):
