@@ -165,24 +165,15 @@ def _load_path(cfg: TrainConfig) -> None:
 
 
 def _tokenizer(cfg: TrainConfig) -> None:
-    if not cfg.tokenizer.identifier:
+    identifier = cfg.tokenizer.identifier
+    if not identifier:
         return
-    from tokenizers import Tokenizer
-
-    from olmo_fn.checkpoint import storage
+    from olmo_fn.eval.evaluators import read_tokenizer
     from olmo_fn.eval.task_data import packaged_tokenizer
 
-    path = packaged_tokenizer(cfg.tokenizer.identifier)
-    if (
-        path is None
-    ):  # a packaged name without the package: only downstream evaluators need it (checked there)
-        return
-    try:
-        tok = Tokenizer.from_str(storage.read_bytes(path).decode())
-    except Exception as e:  # noqa: BLE001 - missing file, bad JSON: the same fix
-        raise ConfigError(
-            f"tokenizer.identifier: cannot read {cfg.tokenizer.identifier} as a tokenizers JSON file ({e})"
-        ) from e
+    if identifier.startswith("tokenizers/") and packaged_tokenizer(identifier) is None:
+        return  # a packaged name without its package: only downstream evaluators need it (checked there)
+    tok = read_tokenizer(identifier)
     size = tok.get_vocab_size(with_added_tokens=True)
     if size > cfg.model.vocab_size:
         raise ConfigError(

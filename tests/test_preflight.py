@@ -91,6 +91,14 @@ def test_save_folder_load_path_and_tokenizer(tmp_path):
     Tokenizer(models.WordLevel({f"w{i}": i for i in range(100)}, unk_token="w0")).save(str(tok))
     (line,) = _problems(dataclasses.replace(fresh, tokenizer=TokenizerConfig(identifier=str(tok))))
     assert line.startswith("tokenizer.identifier: the tokenizer has 100 tokens but model.vocab_size is 64")
+    (line,) = _problems(
+        dataclasses.replace(fresh, tokenizer=TokenizerConfig(identifier=str(tmp_path / "no.json")))
+    )
+    assert line.startswith("tokenizer.identifier:") and "no.json is neither a file nor packaged" in line
+    packaged_elsewhere = TokenizerConfig(
+        identifier="tokenizers/not-shipped.json"
+    )  # a package's name: not checked
+    preflight(dataclasses.replace(fresh, tokenizer=packaged_elsewhere), 1)  # passes
 
 
 def test_the_7b_recipe_with_a_missing_file_fails_in_one_line_before_building(tmp_path):

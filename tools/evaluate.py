@@ -99,7 +99,7 @@ def main(
         precision: fp32, or bf16 autocast on GPUs (amp_bf16).
         model_ctx_len: Left-truncate requests to this many tokens (the original evaluator's 2048).
     """
-    from olmo_fn.eval.downstream import count_passes, evaluate_downstream, prepare_task
+    from olmo_fn.eval.downstream import evaluate_downstream, prepare_task
     from olmo_fn.eval.evaluators import tokenizer_encoder
     from olmo_fn.eval.registry import known_tasks
     from olmo_fn.train import autocast_dtype
@@ -130,13 +130,17 @@ def main(
     if env.rank == 0:
         from tqdm import tqdm
 
-        total = count_passes(prepared, batch_size, env.dp_size)
-        bar = tqdm(total=total, desc="evaluating", unit="batch", file=sys.stderr, dynamic_ncols=True)
+        bar = tqdm(desc="evaluating", unit="batch", file=sys.stderr, dynamic_ncols=True)
+
+    def show(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
     start = time.perf_counter()
     results = evaluate_downstream(
         model, prepared, batch_size=batch_size, pad_token_id=model.config.pad_token_id, dp_rank=env.dp_rank,
         dp_size=env.dp_size, dp_group=env.dp_group, autocast_dtype=autocast_dtype(precision, env.device),
-        progress=bar.update if bar else None, seq_multiple=env.tp_size,
+        progress=show if bar is not None else None, seq_multiple=env.tp_size,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     if bar is not None:

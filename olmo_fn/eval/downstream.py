@@ -55,16 +55,16 @@ def prepare_task(
     """The requests of task `label` (its first `limit` documents when given), tokenised with encode_batch."""
     task = get_task(label, metric)
     if task.oe_requests is not None:
-        requests = build_oe_requests(task.oe_requests(), task.metric, encode_batch, model_ctx_len)
+        raw = task.oe_requests()
+        if limit is not None:  # the first `limit` scored documents, before anything is tokenised
+            keep = set(list(dict.fromkeys(r["doc_id"] for r in raw if r["doc_id"] < 1_000_000))[:limit])
+            raw = [r for r in raw if r["doc_id"] in keep]
+        requests = build_oe_requests(raw, task.metric, encode_batch, model_ctx_len)
     else:
         examples = list(task.examples())
         requests = build_requests(
             examples[:limit] if limit is not None else examples, encode_batch, model_ctx_len
         )
-    if limit is not None and task.oe_requests is not None:
-        docs = list(dict.fromkeys(r.doc_id for r in requests))[:limit]
-        keep = set(docs)
-        requests = [r for r in requests if r.doc_id in keep]
     return PreparedTask(label, task.metric, requests)
 
 
@@ -139,17 +139,13 @@ def evaluate_downstream(
     dp_size: int = 1,
     dp_group: dist.ProcessGroup | None = None,
     autocast_dtype: torch.dtype | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
     seq_multiple: int = 1,
 ) -> dict[str, dict[str, float]]:
     """task label -> {metric: value} for every task, all scored in one pass (shared batches); under tensor
-    parallelism pass its degree as seq_multiple."""
-    items = [(r.query, r.ctx_len - 1, r.continuation) for t in tasks for r in t.requests]
-    for t in tasks:
-        if t.metric == "pmi_dc":
-            items += [(r.dc_query, r.dc_len - 1, r.continuation) for r in t.requests]
+    parallelism pass its degree as seq_multiple. progress(done, total) is called after each forward pass."""
     scores = score(
-        model, items, batch_size=batch_size, pad_token_id=pad_token_id, dp_rank=dp_rank, dp_size=dp_size,
+        model, request_items(tasks), batch_size=batch_size, pad_token_id=pad_token_id, dp_rank=dp_rank, dp_size=dp_size,
         dp_group=dp_group, autocast_dtype=autocast_dtype, progress=progress, seq_multiple=seq_multiple,
     )  # fmt: skip
     out, at = {}, 0
@@ -166,12 +162,10 @@ def evaluate_downstream(
     return out
 
 
-def count_passes(tasks: Sequence[PreparedTask], batch_size: int, dp_size: int = 1) -> int:
-    """Forward passes each rank runs for `tasks` (for a progress bar)."""
-    from olmo_fn.eval.scoring import plan
-
+def request_items(tasks: Sequence[PreparedTask]) -> list[tuple]:
+    """The scoring items of `tasks`: every request, then the domain-conditional ones of pmi_dc tasks."""
     items = [(r.query, r.ctx_len - 1, r.continuation) for t in tasks for r in t.requests]
     items += [
         (r.dc_query, r.dc_len - 1, r.continuation) for t in tasks if t.metric == "pmi_dc" for r in t.requests
     ]
-    return -(-len(plan(items, batch_size).batches) // dp_size)
+    return items

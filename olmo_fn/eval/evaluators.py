@@ -49,13 +49,11 @@ def lm_eval_paths(cfg: TrainConfig) -> dict[str, list[str]]:
     return out
 
 
-def tokenizer_encoder(identifier: str | None, vocab_size: int, what: str = "tokenizer.identifier") -> Encoder:
-    """encode_batch of a tokenizers JSON file (a path, or a file packaged with the task data such as
-    `tokenizers/allenai_dolma2.json`), checked to fit a model of `vocab_size` tokens."""
+def read_tokenizer(identifier: str, what: str = "tokenizer.identifier"):
+    """A tokenizers.Tokenizer from a JSON file (a path or URL, or a name packaged with the task data such as
+    `tokenizers/allenai_dolma2.json`); a ConfigError naming `what` when it cannot be read."""
     from tokenizers import Tokenizer
 
-    if not identifier:
-        raise ConfigError(f"{what}: downstream tasks need a tokenizer; give a tokenizers JSON file")
     from olmo_fn.checkpoint import storage
 
     path = packaged_tokenizer(identifier)
@@ -64,9 +62,16 @@ def tokenizer_encoder(identifier: str | None, vocab_size: int, what: str = "toke
             f"{what}: {identifier} is neither a file nor packaged in the installed task data ({INSTALL})"
         )
     try:
-        tok = Tokenizer.from_str(storage.read_bytes(path).decode())
-    except Exception as e:  # tokenizers raises its own Exception type
-        raise ConfigError(f"{what}: {path} is not a tokenizers JSON file ({e})") from e
+        return Tokenizer.from_str(storage.read_bytes(path).decode())
+    except Exception as e:  # missing URL, bad JSON: tokenizers raises its own Exception type
+        raise ConfigError(f"{what}: cannot read {identifier} as a tokenizers JSON file ({e})") from e
+
+
+def tokenizer_encoder(identifier: str | None, vocab_size: int, what: str = "tokenizer.identifier") -> Encoder:
+    """encode_batch of a tokenizer (see read_tokenizer), checked to fit a model of `vocab_size` tokens."""
+    if not identifier:
+        raise ConfigError(f"{what}: downstream tasks need a tokenizer; give a tokenizers JSON file")
+    tok = read_tokenizer(identifier, what)
     size = tok.get_vocab_size(with_added_tokens=True)
     if size > vocab_size:
         raise ConfigError(

@@ -47,8 +47,11 @@ MMLU_GROUPS = {
     "other": ("other", "business", "health"),
 }
 MMLU_PATH = "hails/mmlu_no_train"
-_VARIANT_PROMPTS = {"none": (None,), "var": (None, "inst", "inst+1", "inst+2", "inst+3", "inst+4", "inst+5")}
-_VARIANT_PROMPTS["5shot"] = ("inst+5",)
+_VARIANT_PROMPTS = {
+    "none": (None,),
+    "var": (None, "inst", "inst+1", "inst+2", "inst+3", "inst+4", "inst+5"),
+    "5shot": ("inst+5",),
+}
 
 
 def mmlu_subjects(group: str) -> list[str]:

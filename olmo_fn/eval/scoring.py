@@ -132,7 +132,7 @@ def score(
     dp_size: int = 1,
     dp_group: dist.ProcessGroup | None = None,
     autocast_dtype: torch.dtype | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
     seq_multiple: int = 1,
 ) -> list[float]:
     """Sum of log-probabilities of each item's targets (float64 sums of fp32 log-probabilities over the
@@ -158,7 +158,7 @@ def score(
         if i < len(mine):
             _add_sums(out, lp, [p.spots[r] for r in mine[i]])
         if progress is not None:
-            progress(1)
+            progress(i + 1, n_passes)
     model.train(was_training)
     if dp_size > 1:
         out = out.to(device)

@@ -122,8 +122,8 @@ def build_oe_requests(
                 continue
             cont_id = label = 0
         kept.append((r["doc_id"], cont_id, label, r["request"]["context"], r["request"]["continuation"]))
-    ids = encode_all(encode_batch, (t for k in kept for t in k[3:]))
-    dc = ids.get(" ") or tuple(encode_batch([" "])[0])
+    ids = encode_all(encode_batch, (" ", *(t for k in kept for t in k[3:])))
+    dc = ids[" "]
     return [
         _request(doc_id, cont_id, label, ids[ctx], ids[cont], dc, cont, model_ctx_len, False)
         for doc_id, cont_id, label, ctx, cont in kept

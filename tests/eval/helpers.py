@@ -1,15 +1,14 @@
-"""A tiny random model with the real OLMo tokenizer's vocabulary, its Hugging Face twin, and brute-force
-scoring of one request alone through transformers."""
+"""A tiny random model with the real OLMo tokenizer's vocabulary, that tokenizer, and the model saved as every
+checkpoint kind."""
 
 from __future__ import annotations
 
 import functools
 
 import pytest
-import torch
 
 from olmo_fn.config import ModelConfig
-from olmo_fn.model import Transformer, init_weights
+from tests.inference.helpers import random_model  # noqa: F401  (weights large enough to tell choices apart)
 
 TOKENIZER = "tokenizers/allenai_gpt-neox-olmo-dolma-v1_5.json"
 
@@ -23,18 +22,6 @@ def tiny_config(**changes) -> ModelConfig:
         init_fn="normal", init_std=0.05, rope_theta=500_000.0,
     )  # fmt: skip
     return ModelConfig(**{**base, **changes})
-
-
-def random_model(cfg: ModelConfig, seed: int = 0) -> Transformer:
-    """Weights large enough that the choices of a task differ clearly in log-probability."""
-    model = Transformer(cfg).eval()
-    init_weights(model, cfg, seed=seed)
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            scale = 0.2 if "norm" in name else 0.1
-            p.copy_((1.0 if "norm" in name else 0.0) + scale * torch.randn(p.shape, generator=gen))
-    return model
 
 
 @functools.cache
@@ -52,15 +39,6 @@ def encoder():
 
     tok = Tokenizer.from_file(tokenizer_path())
     return lambda texts: [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
-
-
-@torch.no_grad()
-def brute_force_logprob(hf_model, request) -> float:
-    """Sum of log p(continuation tokens) of one request read alone by a transformers model (float64)."""
-    logits = hf_model(torch.tensor([list(request.query)])).logits[0].double()
-    lp = logits.log_softmax(-1)
-    first = request.ctx_len - 1
-    return float(sum(lp[first + j, t] for j, t in enumerate(request.continuation)))
 
 
 def write_checkpoints(root, model, cfg: ModelConfig) -> dict[str, str]:
