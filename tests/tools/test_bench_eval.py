@@ -23,7 +23,13 @@ def test_eval_bench_prints_rates_side_by_side():
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert re.search(r"^CPU: .+, \d+ threads", out.stdout, re.M)
-    for name in ("olmo_fn evaluator", "transformers, batched", "transformers, one by one"):
+    assert "961 requests" in out.stdout  # the README's figures are of this workload
+    for name in (
+        "olmo_fn evaluator",
+        "transformers, batched",
+        "transformers, batched, sorted",
+        "transformers, one by one",
+    ):
         assert re.search(rf"{name}:\s+[\d.]+ requests/s\s+[\d,]+ tokens/s", out.stdout), name
     assert "olmo_fn vs one by one:" in out.stdout
     diff = float(re.search(r"between them: (\S+)", out.stdout).group(1))
