@@ -62,7 +62,7 @@ def with_default_corpus(cfg: TrainConfig) -> TrainConfig:
     )
 
 
-def run(cfg: TrainConfig) -> None:
+def run(cfg: TrainConfig):
     from tokenizers import Tokenizer
 
     from olmo_fn.generate import generate
@@ -71,8 +71,8 @@ def run(cfg: TrainConfig) -> None:
     if not cfg.dry_run:  # a dry run touches no data
         cfg = with_default_corpus(cfg)
     result = train(cfg)
-    if result is None:  # --dry_run
-        return
+    if result is None or result.stopped_by:  # --dry_run, or stopped by a signal (exit status 75)
+        return result
     show = int(os.environ.get("RANK", "0")) == 0  # every rank generates (a sharded model needs them all)
     history = result.eval_history
     if history and show:
@@ -90,6 +90,7 @@ def run(cfg: TrainConfig) -> None:
         new = generate(result.model, prompt, max_new_tokens=40).row(0)
         if show:
             print(f"greedy continuation: {PROMPT!r} -> {tokenizer.decode(new)!r}")
+    return result
 
 
 if __name__ == "__main__":

@@ -297,6 +297,10 @@ class TrainConfig:
     """Resume from the latest checkpoint in save_folder if there is one (overrides load_path)."""
     stop_at: int | None = None
     """Stop after this step even if max_duration is further."""
+    stop_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1"])
+    """Signals that stop the run early (a scheduler's preemption notice): every rank finishes its step, they
+    agree on the step, one checkpoint is written (sharded if save_interval is set) and the process exits
+    with status 75; rerun with --try_load_latest_save to continue. `--stop_signals` alone: none."""
     eval_interval: int | None = 1000
     """Steps between evaluations (None = only at the end)."""
     eval_on_load: bool = False

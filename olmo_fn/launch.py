@@ -39,7 +39,7 @@ def run_cli(
     argv: list[str] | None = None,
 ) -> None:
     """Parse flags (argv, default sys.argv[1:]) over `default`, call `run(cfg)`; a user error prints one
-    line and exits with status 2."""
+    line and exits with status 2, a run stopped by a signal (its checkpoint written) with status 75."""
     quiet_third_party()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("olmo_fn").setLevel(logging.INFO)
@@ -47,10 +47,14 @@ def run_cli(
     from olmo_fn.dist import shutdown_distributed
 
     try:
-        run(cfg)
+        result = run(cfg)
     except OlmoFnError as e:
         exit_with(e)
     shutdown_distributed()
+    if getattr(result, "stopped_by", None):
+        from olmo_fn.preemption import PREEMPTED_EXIT_STATUS
+
+        sys.exit(PREEMPTED_EXIT_STATUS)
 
 
 def exit_with(error: OlmoFnError) -> None:

@@ -15,6 +15,7 @@ from olmo_fn import checkpoint as ckpt
 from olmo_fn.config import TrainConfig
 from olmo_fn.data.memmap import TokenDataset, build_token_dataset
 from olmo_fn.errors import CheckpointError, ConfigError, OlmoFnError
+from olmo_fn.preemption import signal_numbers
 
 # ModelConfig fields that decide the parameters' shapes: a checkpoint must agree on them to load.
 _SHAPE_FIELDS = (
@@ -60,6 +61,7 @@ def preflight(cfg: TrainConfig, world_size: int, *, with_data: bool = True) -> C
     problems.check(check_save_folder, cfg)
     problems.check(_load_path, cfg)
     problems.check(_tokenizer, cfg)
+    problems.check(signal_numbers, cfg.stop_signals)
     if problems.lines:
         raise ConfigError("\n".join(dict.fromkeys(problems.lines)))
     return checked

@@ -35,12 +35,14 @@ class Hooks:
 
     after_build(run)                        the model is initialised or loaded, before the first step
     after_step(run, batch, metrics)         a step was applied (batch: this rank's input)
+    before_save(run, sharded)               a checkpoint of that kind is about to be written
     after_save(run, path)                   a checkpoint was written and committed
     before_log(run, step, metrics, context) a metrics record is about to go to the console / Aim
     """
 
     after_build: list[Callable[[Run], None]] = field(default_factory=list)
     after_step: list[Callable[[Run, dict, Any], None]] = field(default_factory=list)
+    before_save: list[Callable[[Run, bool], None]] = field(default_factory=list)
     after_save: list[Callable[[Run, str], None]] = field(default_factory=list)
     before_log: list[Callable[[Run, int, dict, dict], None]] = field(default_factory=list)
 
@@ -75,3 +77,14 @@ def saves_due(cfg: TrainConfig, step: int, stop: int) -> list[bool]:
         kind = rules[False][1] == 0
         due = [kind] if rules[kind][1] != 0 else []
     return due
+
+
+def stop_save_kind(cfg: TrainConfig) -> bool | None:
+    """The checkpoint a run stopped by a signal writes: sharded when the run saves sharded ones (save_interval
+    set), else unsharded; None when both kinds are off."""
+    sharded_on = cfg.save_num_checkpoints_to_keep != 0
+    if sharded_on and cfg.save_interval:
+        return True
+    if cfg.save_num_unsharded_checkpoints_to_keep != 0:
+        return False
+    return True if sharded_on else None

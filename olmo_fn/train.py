@@ -6,6 +6,8 @@ experiment file -> TrainConfig -> build: model (meta), init/load, optimizer, loa
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import math
 import time
@@ -37,8 +39,9 @@ from olmo_fn.metrics import SpeedMeter, device_peak_flops, peak_memory_bytes
 from olmo_fn.model import Transformer, flops_per_token, init_weights
 from olmo_fn.optim import build_optimizer, clip_limit, lr_at
 from olmo_fn.parallel import parallelize
+from olmo_fn.preemption import PREEMPTED_EXIT_STATUS, StopSignals, agreed_stop, ignore_signals, signal_name
 from olmo_fn.preflight import Checked, check_save_folder, open_data, preflight
-from olmo_fn.run_context import Hooks, Run, TrainState, saves_due
+from olmo_fn.run_context import Hooks, Run, TrainState, saves_due, stop_save_kind
 from olmo_fn.tracking import Tracker, format_metrics
 from olmo_fn.train_step import train_step
 
@@ -51,6 +54,8 @@ class TrainResult:
     state: TrainState
     checkpoint: str | None
     eval_history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    stopped_by: str | None = None
+    """The signal that stopped the run early (its checkpoint is `checkpoint`); None when it ran to the end."""
 
 
 def parse_duration(text: str, batches_per_epoch: int, tokens_per_batch: int, start_tokens: int = 0) -> int:
@@ -180,6 +185,7 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult | None:
         world_size=env.dp_size,
         epoch=state.epoch,
         start_position=state.examples_seen_this_epoch,
+        worker_init_fn=functools.partial(ignore_signals, cfg.stop_signals),
     )
     if trainer_state is not None and trainer_state.get("data_loader"):
         load_loader_state_dict(loader, trainer_state["data_loader"])
@@ -217,7 +223,7 @@ def _loop(run: Run, evals: Checked, bolt_on: int | None) -> TrainResult:
             "precision: amp_bf16 runs as fp32 here (bf16 matrix products on a CPU are ~100x slower)"
         )
     result = TrainResult(run.model, state, None)
-    try:
+    with StopSignals(cfg.stop_signals) as signals, contextlib.closing(run.tracker):
         has_evals = bool(evals.eval_sets or evals.downstream)
         if cfg.eval_on_load and has_evals:
             result.eval_history.append((state.step, _evaluate(run, evals)))
@@ -248,11 +254,26 @@ def _loop(run: Run, evals: Checked, bolt_on: int | None) -> TrainResult:
             if _due(cfg.eval_interval, state.step, stop) and has_evals:
                 result.eval_history.append((state.step, _evaluate(run, evals)))
             run.tracker.end_step()
-            for sharded in saves_due(cfg, state.step, stop):
+            due = saves_due(cfg, state.step, stop)
+            for sharded in due:
                 result.checkpoint = _save(run, sharded)
-    finally:
-        run.tracker.close()
+            if state.step < stop and (number := agreed_stop(signals, env.device)):
+                _stop_early(run, result, signal_name(number), saved=bool(due))
+                break
     return result
+
+
+def _stop_early(run: Run, result: TrainResult, name: str, saved: bool) -> None:
+    """A stop signal reached some rank: write the checkpoint (unless this step wrote one) and say so."""
+    kind = stop_save_kind(run.cfg)
+    if not saved and kind is not None:
+        result.checkpoint = _save(run, kind)
+    where = f"checkpoint {result.checkpoint}" if result.checkpoint else "no checkpoint (both kinds are off)"
+    run.tracker.write(
+        f"[step {run.state.step}] stopped by {name}: {where}; exit status {PREEMPTED_EXIT_STATUS}, "
+        "continue with --try_load_latest_save"
+    )
+    result.stopped_by = name
 
 
 def z_loss_multiplier(cfg: TrainConfig) -> float:
@@ -378,6 +399,8 @@ def _save(run: Run, sharded: bool) -> str:
     """Write one checkpoint of the kind asked (collective), then tell the hooks."""
     cfg = run.cfg
     keep = cfg.save_num_checkpoints_to_keep if sharded else cfg.save_num_unsharded_checkpoints_to_keep
+    for hook in run.hooks.before_save:
+        hook(run, sharded)
     path = ckpt.save_checkpoint(
         cfg.save_folder, run.state.step, run.model, run.optimizer, trainer_state_dict(run), config_to_dict(cfg),
         sharded=sharded, keep=keep,

@@ -190,8 +190,10 @@ def build_train_loader(
     world_size: int = 1,
     epoch: int = 0,
     start_position: int = 0,
+    worker_init_fn=None,
 ) -> TrainLoader:
-    """A loader yielding this rank's slice of each global batch, from (epoch, start_position) of the order."""
+    """A loader yielding this rank's slice of each global batch, from (epoch, start_position) of the order;
+    `worker_init_fn` runs in each worker process (num_workers > 0)."""
     if len(dataset) == 0:
         raise ConfigError(
             "the training data holds no instance: the token files are shorter than one sequence"
@@ -217,6 +219,7 @@ def build_train_loader(
         prefetch_factor=cfg.prefetch_factor if workers > 0 else None,
         persistent_workers=cfg.persistent_workers and workers > 0,
         timeout=cfg.timeout,
+        worker_init_fn=worker_init_fn if workers > 0 else None,
         snapshot_every_n_steps=1,  # the sampler state is two ints: snapshot every batch, resume exactly
     )
 
