@@ -67,6 +67,17 @@ def preflight(cfg: TrainConfig, world_size: int, *, with_data: bool = True) -> C
     return checked
 
 
+def check_layout(cfg: TrainConfig, world_size: int) -> None:
+    """The parallel degrees and batch sizes against `world_size` processes (what a launcher checks before it
+    submits a job); ConfigError listing the problems."""
+    problems = _Problems()
+    degrees = problems.check(_degrees, cfg, world_size)
+    if degrees is not None:
+        problems.check(_batch, cfg, degrees)
+    if problems.lines:
+        raise ConfigError("\n".join(problems.lines))
+
+
 def open_data(cfg: TrainConfig) -> Checked:
     """The training and evaluation datasets (what a rank other than the checking one needs)."""
     return Checked(_train_data(cfg), _eval_data(cfg), _downstream(cfg))

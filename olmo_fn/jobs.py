@@ -1,0 +1,117 @@
+"""What the job launchers (launchers/slurm.py, launchers/k8s.py) share: their command line, split at `--` into the launcher's own
+options and the experiment's flags (passed on verbatim), and the checks a job passes before it is submitted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from olmo_fn.config import TrainConfig
+from olmo_fn.errors import ConfigError, OlmoFnError
+
+T = TypeVar("T")
+
+# Filesystems that live on one node: a checkpoint written there is invisible to the other nodes.
+NODE_LOCAL_FS = {
+    "tmpfs",
+    "ramfs",
+    "devtmpfs",
+    "overlay",
+    "ext2",
+    "ext3",
+    "ext4",
+    "xfs",
+    "btrfs",
+    "f2fs",
+    "zfs",
+}
+
+
+def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(the launcher's options, the experiment's flags): everything after the first `--` is the experiment's."""
+    if "--" in argv:
+        cut = argv.index("--")
+        return argv[:cut], argv[cut + 1 :]
+    return argv, []
+
+
+def experiment_config(experiment: str, flags: list[str]) -> TrainConfig:
+    """The experiment's config with `flags` applied, parsed as the job will parse it; ConfigError when the
+    file is missing or a flag does not parse."""
+    from olmo_fn.config_io import parse_cli
+    from olmo_fn.launch import quiet_third_party
+    from olmo_fn.recipes import load_recipe
+
+    if not Path(experiment).is_file():
+        raise ConfigError(f"--experiment {experiment}: no such file; give the path of an experiment file")
+    quiet_third_party()
+    module = load_recipe(experiment)
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors), contextlib.redirect_stdout(io.StringIO()):
+            return parse_cli(TrainConfig, module.config(), argv=flags)
+    except SystemExit as e:
+        said = [line.strip(" │╭╰─") for line in errors.getvalue().splitlines()]
+        said = [line for line in said if line and "usage" not in line.lower()] or ["see its --help"]
+        raise ConfigError(
+            f"the flags after -- do not parse for {experiment} ({'; '.join(said[:3])}); "
+            f"check them with `python {experiment} --help`"
+        ) from e
+
+
+def filesystem_type(path: str) -> str | None:
+    """The type of the filesystem holding `path` (its nearest existing folder), from /proc/mounts."""
+    try:
+        mounts = [line.split()[1:3] for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        return None
+    where = Path(os.path.abspath(path))
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    where = where.resolve()
+    best = max(
+        (m for m in mounts if where == Path(m[0]) or Path(m[0]) in where.parents),
+        key=lambda m: len(m[0]),
+        default=None,
+    )
+    return best[1] if best else None
+
+
+def check_job(experiment: str, flags: list[str], nodes: int, procs_per_node: int) -> list[str]:
+    """Refuse (ConfigError) what cannot run on nodes x procs_per_node processes; return warnings."""
+    from olmo_fn.preflight import check_layout
+
+    if nodes < 1 or procs_per_node < 1:
+        raise ConfigError(f"nodes ({nodes}) and processes per node ({procs_per_node}) must be >= 1")
+    cfg = experiment_config(experiment, flags)
+    check_layout(cfg, nodes * procs_per_node)
+    warnings = []
+    fs = None if "://" in cfg.save_folder else filesystem_type(cfg.save_folder)
+    if nodes > 1 and fs in NODE_LOCAL_FS:
+        warnings.append(
+            f"save_folder {cfg.save_folder} is on a node-local filesystem ({fs}): the other nodes cannot see "
+            "its checkpoints; use a shared filesystem or a gs:// or s3:// URL"
+        )
+    return warnings
+
+
+def launch(
+    argv: list[str] | None, parse: Callable[[list[str]], T], run: Callable[[T, list[str]], None]
+) -> None:
+    """A launcher's main: parse its own options, check the job, run it; a refused job is one line, status 2."""
+    own, flags = split_argv(sys.argv[1:] if argv is None else argv)
+    job = parse(own)
+    try:
+        for warning in check_job(job.experiment, flags, job.nodes, job.procs):
+            print(f"warning: {warning}", file=sys.stderr)
+        run(job, flags)
+    except OlmoFnError as e:
+        for line in str(e).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,81 @@
+"""A real Slurm for the launcher tests: tools/local_slurm.sh starts munged, slurmctld and two slurmd (nodes
+n1, n2) once per session and stops them by PID at its end, also when tests fail. It installs Debian's
+slurm-wlm and munge when they are missing; without root or apt-get (and no Slurm installed) the tests that
+need it skip, saying why."""
+
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "tools" / "local_slurm.sh"
+
+
+@dataclass
+class Cluster:
+    folder: Path
+    env: dict[str, str]
+
+    def run(self, *cmd: str, check: bool = True) -> str:
+        out = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=60)
+        if check:
+            assert out.returncode == 0, f"{cmd}: {out.stderr}"
+        return out.stdout
+
+    def job_field(self, job: int, name: str) -> str:
+        """A field of `scontrol show job` (finished jobs stay listed for MinJobAge)."""
+        for word in self.run("scontrol", "show", "job", str(job), "-o").split():
+            if word.startswith(name + "="):
+                return word.split("=", 1)[1]
+        raise KeyError(name)
+
+    def wait(self, predicate, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+            time.sleep(0.3)
+
+    def wait_done(self, job: int, timeout: float = 300) -> str:
+        """Wait until the job has ended; its final state."""
+        done = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
+        self.wait(lambda: self.job_field(job, "JobState") in done, timeout, f"job {job} to end")
+        return self.job_field(job, "JobState")
+
+    def restart_when_requeued(self, job: int, timeout: float = 120) -> None:
+        """A requeued job waits ~120 s (BeginTime) before it runs again; start it as soon as its previous run
+        has left the nodes (started earlier, Slurm kills it: "Job credential revoked")."""
+        self.wait(lambda: self.job_field(job, "JobState") == "PENDING", timeout, f"job {job} to be requeued")
+        idle = lambda: self.run("sinfo", "-h", "-t", "idle", "-o", "%D").split() == ["2"]  # noqa: E731
+        self.wait(idle, timeout, "the nodes to be idle")
+        self.run("scontrol", "update", f"jobid={job}", "StartTime=now")
+
+
+def _unavailable() -> str | None:
+    if shutil.which("slurmctld") and shutil.which("slurmd") and shutil.which("munged"):
+        return None if os.geteuid() == 0 else "a local Slurm cluster needs root (it starts munged and slurmd)"
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return "Slurm is not installed and cannot be (installing slurm-wlm and munge needs root and apt-get)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    reason = _unavailable()
+    if reason:
+        pytest.skip(reason)
+    folder = tmp_path_factory.mktemp("slurm")
+    env = {**os.environ, "SLURM_DIR": str(folder), "SLURM_CONF": str(folder / "etc" / "slurm.conf")}
+    up = subprocess.run(
+        ["bash", str(SCRIPT), "up", "2"], env=env, capture_output=True, text=True, timeout=600
+    )
+    try:
+        assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
+        assert "2   idle n[1-2]" in up.stdout, up.stdout
+        yield Cluster(folder, env)
+    finally:
+        subprocess.run(["bash", str(SCRIPT), "down"], env=env, capture_output=True, timeout=120)
