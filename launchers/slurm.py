@@ -1,12 +1,13 @@
 """Render, or submit, a Slurm batch job that trains an experiment file on N nodes with one torchrun each.
 
-    python launchers/slurm.py --experiment experiments/olmo_1b.py --nodes 4 --gpus-per-node 8 \\
-        --submit -- --parallel.tp=2 --run_name='my run'
+    python launchers/slurm.py --experiment experiments/olmo_7b.py --nodes 4 --gpus-per-node 8 \\
+        --dry-run -- --parallel.tp=2 --run_name='my run'
 
-Everything after `--` goes to the experiment unchanged, byte for byte. Before submitting, the flags are
-parsed against the experiment (a typo fails here, not in the queue) and the parallel degrees are checked
-against nodes x processes. The job runs in the folder it was rendered in; srun starts one torchrun per
-node, which meet at the first node's address (its Slurm NodeAddr) on a port derived from the job id.
+prints the script (--submit instead of --dry-run hands it to sbatch). Everything after `--` goes to the
+experiment unchanged, byte for byte. Before submitting, the flags are parsed against the experiment (a typo
+fails here, not in the queue) and the parallel degrees are checked against nodes x processes. The job runs
+in the folder it was rendered in; srun starts one torchrun per node, which meet at the first node's address
+(its Slurm NodeAddr) on a port derived from the job id.
 
 Stopping early: `--signal USR1@300` (the default) has Slurm send USR1 to the batch script 300 s before
 the time limit; the script passes it to the training, which finishes its step, writes a checkpoint and
@@ -19,6 +20,7 @@ status 75 when a stop signal ended its run, else with srun's status.
 from __future__ import annotations
 
 import shlex
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import tyro
 
+from olmo_fn.errors import ConfigError
 from olmo_fn.jobs import launch
 
 STOPPED_STATUS = 75
@@ -70,6 +73,12 @@ class SlurmJob:
     def procs(self) -> int:
         return self.procs_per_node or self.gpus_per_node or 1
 
+    @property
+    def stop_signal(self) -> str | None:
+        """The signal the training gets before the time limit (SIGUSR1), or None."""
+        parts = _signal_parts(self.signal)
+        return f"SIG{parts[0]}" if parts else None
+
 
 # One torchrun per node; Slurm's per-node variables are read on the node. The python, experiment and flags
 # arrive as bash's positional arguments, so they are never parsed by a shell again.
@@ -86,8 +95,8 @@ def _signal_parts(spec: str | None) -> tuple[str, int] | None:
         return None
     name, _, seconds = spec.removeprefix("B:").partition("@")
     name = name.upper().removeprefix("SIG")
-    if not name or not seconds.isdigit():
-        raise SystemExit(f"error: --signal {spec}: use SIG@SECONDS, e.g. USR1@300")
+    if not name or not seconds.isdigit() or not hasattr(signal, f"SIG{name}"):
+        raise ConfigError(f"--signal {spec}: use SIG@SECONDS with a signal name, e.g. USR1@300")
     return name, int(seconds)
 
 

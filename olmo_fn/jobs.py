@@ -57,10 +57,10 @@ def experiment_config(experiment: str, flags: list[str]) -> TrainConfig:
         with contextlib.redirect_stderr(errors), contextlib.redirect_stdout(io.StringIO()):
             return parse_cli(TrainConfig, module.config(), argv=flags)
     except SystemExit as e:
-        said = [line.strip(" │╭╰─") for line in errors.getvalue().splitlines()]
-        said = [line for line in said if line and "usage" not in line.lower()] or ["see its --help"]
+        said = [line.strip(" │╭╰─╮╯|-") for line in errors.getvalue().splitlines()]
+        said = [line for line in said if ":" in line and "usage" not in line.lower()] or ["see its --help"]
         raise ConfigError(
-            f"the flags after -- do not parse for {experiment} ({'; '.join(said[:3])}); "
+            f"the flags after -- do not parse for {experiment} ({'; '.join(dict.fromkeys(said[:2]))}); "
             f"check them with `python {experiment} --help`"
         ) from e
 
@@ -83,14 +83,23 @@ def filesystem_type(path: str) -> str | None:
     return best[1] if best else None
 
 
-def check_job(experiment: str, flags: list[str], nodes: int, procs_per_node: int) -> list[str]:
-    """Refuse (ConfigError) what cannot run on nodes x procs_per_node processes; return warnings."""
+def check_job(
+    experiment: str, flags: list[str], nodes: int, procs_per_node: int, stop_signal: str | None = None
+) -> list[str]:
+    """Refuse (ConfigError) what cannot run on nodes x procs_per_node processes, or would not stop cleanly
+    on the scheduler's `stop_signal` (e.g. SIGUSR1); return warnings."""
     from olmo_fn.preflight import check_layout
 
     if nodes < 1 or procs_per_node < 1:
         raise ConfigError(f"nodes ({nodes}) and processes per node ({procs_per_node}) must be >= 1")
     cfg = experiment_config(experiment, flags)
     check_layout(cfg, nodes * procs_per_node)
+    if stop_signal and stop_signal not in cfg.stop_signals:
+        raise ConfigError(
+            f"the job stops the training with {stop_signal}, which is not in its stop_signals "
+            f"({' '.join(cfg.stop_signals) or 'none'}): add it (--stop_signals ... {stop_signal}) or choose "
+            "another signal"
+        )
     warnings = []
     fs = None if "://" in cfg.save_folder else filesystem_type(cfg.save_folder)
     if nodes > 1 and fs in NODE_LOCAL_FS:
@@ -108,7 +117,7 @@ def launch(
     own, flags = split_argv(sys.argv[1:] if argv is None else argv)
     job = parse(own)
     try:
-        for warning in check_job(job.experiment, flags, job.nodes, job.procs):
+        for warning in check_job(job.experiment, flags, job.nodes, job.procs, job.stop_signal):
             print(f"warning: {warning}", file=sys.stderr)
         run(job, flags)
     except OlmoFnError as e:
