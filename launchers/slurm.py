@@ -29,7 +29,7 @@ from pathlib import Path
 import tyro
 
 from olmo_fn.errors import ConfigError
-from olmo_fn.jobs import launch
+from olmo_fn.jobs import launch, local_save_folder
 
 STOPPED_STATUS = 75
 
@@ -72,6 +72,9 @@ class SlurmJob:
     @property
     def procs(self) -> int:
         return self.procs_per_node or self.gpus_per_node or 1
+
+    def save_folder_warning(self, save_folder: str) -> str | None:
+        return local_save_folder(save_folder)
 
     @property
     def stop_signal(self) -> str | None:

@@ -83,31 +83,34 @@ def filesystem_type(path: str) -> str | None:
     return best[1] if best else None
 
 
-def check_job(
-    experiment: str, flags: list[str], nodes: int, procs_per_node: int, stop_signal: str | None = None
-) -> list[str]:
-    """Refuse (ConfigError) what cannot run on nodes x procs_per_node processes, or would not stop cleanly
-    on the scheduler's `stop_signal` (e.g. SIGUSR1); return warnings."""
+def local_save_folder(save_folder: str) -> str | None:
+    """Why `save_folder`, seen from this machine, is not shared between nodes (None when it may be)."""
+    fs = None if "://" in save_folder else filesystem_type(save_folder)
+    if fs in NODE_LOCAL_FS:
+        return (
+            f"save_folder {save_folder} is on a node-local filesystem ({fs}): the other nodes cannot see its "
+            "checkpoints; use a shared filesystem or a gs:// or s3:// URL"
+        )
+    return None
+
+
+def check_job(job, flags: list[str]) -> list[str]:
+    """Refuse (ConfigError) what cannot run on job.nodes x job.procs processes, or would not stop cleanly on
+    the scheduler's job.stop_signal (e.g. SIGUSR1); return warnings (job.save_folder_warning's)."""
     from olmo_fn.preflight import check_layout
 
-    if nodes < 1 or procs_per_node < 1:
-        raise ConfigError(f"nodes ({nodes}) and processes per node ({procs_per_node}) must be >= 1")
-    cfg = experiment_config(experiment, flags)
-    check_layout(cfg, nodes * procs_per_node)
-    if stop_signal and stop_signal not in cfg.stop_signals:
+    if job.nodes < 1 or job.procs < 1:
+        raise ConfigError(f"nodes ({job.nodes}) and processes per node ({job.procs}) must be >= 1")
+    cfg = experiment_config(job.experiment, flags)
+    check_layout(cfg, job.nodes * job.procs)
+    if job.stop_signal and job.stop_signal not in cfg.stop_signals:
         raise ConfigError(
-            f"the job stops the training with {stop_signal}, which is not in its stop_signals "
-            f"({' '.join(cfg.stop_signals) or 'none'}): add it (--stop_signals ... {stop_signal}) or choose "
-            "another signal"
+            f"the job stops the training with {job.stop_signal}, which is not in its stop_signals "
+            f"({' '.join(cfg.stop_signals) or 'none'}): add it (--stop_signals ... {job.stop_signal}) or "
+            "choose another signal"
         )
-    warnings = []
-    fs = None if "://" in cfg.save_folder else filesystem_type(cfg.save_folder)
-    if nodes > 1 and fs in NODE_LOCAL_FS:
-        warnings.append(
-            f"save_folder {cfg.save_folder} is on a node-local filesystem ({fs}): the other nodes cannot see "
-            "its checkpoints; use a shared filesystem or a gs:// or s3:// URL"
-        )
-    return warnings
+    warning = job.save_folder_warning(cfg.save_folder) if job.nodes > 1 else None
+    return [warning] if warning else []
 
 
 def launch(
@@ -117,7 +120,7 @@ def launch(
     own, flags = split_argv(sys.argv[1:] if argv is None else argv)
     job = parse(own)
     try:
-        for warning in check_job(job.experiment, flags, job.nodes, job.procs, job.stop_signal):
+        for warning in check_job(job, flags):
             print(f"warning: {warning}", file=sys.stderr)
         run(job, flags)
     except OlmoFnError as e:
