@@ -1,6 +1,8 @@
 """Check Kubernetes manifests offline, strictly (unknown fields are errors), before any cluster sees them.
 
-    python launchers/k8s_schema.py manifests.yaml [...]     # one line per error, exit status 1 on any
+    python launchers/k8s_schema.py manifests.yaml [...]     # (- reads standard input)
+
+prints one line per manifest (ok, or each error) and exits with status 1 if any has an error.
 
 Core kinds (Service, Job, ...) go to Kubernetes 1.37's own strict OpenAPI schemas, as shipped by the
 kubernetes-validate package. A Kubeflow PyTorchJob goes to launchers/schemas/pytorchjob-kubeflow.org-v1.json,
@@ -114,7 +116,8 @@ def main(argv: list[str]) -> int:
         return 0
     failed = False
     for path in argv:
-        for doc in filter(None, yaml.safe_load_all(Path(path).read_text())):
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        for doc in filter(None, yaml.safe_load_all(text)):
             name = f"{path}: {doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
             errors = check(doc)
             for error in errors:

