@@ -2,8 +2,9 @@
 
 `Run` holds what the loop works on (config, process environment, model, optimizer, loader, state,
 tracker, hooks); `Hooks` are the few places tests and tools look in (after the model is built, after a
-step, after a save, before a log line) instead of patching module internals; `saves_due` says which
-checkpoint kinds a step writes, as a pure function of the step and the config.
+step, around a save, before a log line) instead of patching module internals; `saves_due` says which
+checkpoint kinds a step writes, `stop_save_kind` which one a run stopped by a signal writes, as pure
+functions of the config; the notes are the lines a run writes about its config when it starts.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import nn
 
 from olmo_fn.config import TrainConfig
 from olmo_fn.dist import DistEnv
+from olmo_fn.loss import ORIGINAL_Z_LOSS_MULTIPLIER
 
 
 @dataclass
@@ -88,3 +90,36 @@ def stop_save_kind(cfg: TrainConfig) -> bool | None:
     if cfg.save_num_unsharded_checkpoints_to_keep != 0:
         return False
     return True if sharded_on else None
+
+
+def original_trainer_note(cfg: TrainConfig) -> str | None:
+    """One line saying which of the original trainer's behaviours this run reproduces, if any."""
+    parts = []
+    if cfg.original_trainer.builtin_z_loss_multiplier and cfg.softmax_auxiliary_loss:
+        said = cfg.auxiliary_loss_multiplier
+        parts.append(
+            f"z-loss multiplier {ORIGINAL_Z_LOSS_MULTIPLIER:g}"
+            + (
+                f" (the config says {said:g}; the original never passed it to its loss)"
+                if said != 1e-4
+                else ""
+            )
+        )
+    warmup = cfg.scheduler.grad_clip_warmup_steps is not None and cfg.scheduler.grad_clip_warmup_factor
+    if cfg.original_trainer.lagged_clip_warmup and warmup and cfg.max_grad_norm is not None:
+        parts.append("the clip warmup lags one step (step 1 is clipped at the plain max_grad_norm)")
+    return "as the original trainer did: " + "; ".join(parts) if parts else None
+
+
+def checkpoint_notes(cfg: TrainConfig) -> list[str]:
+    """A line for each save interval that a keep count of 0 turns off (0 = that kind is never written)."""
+    out = []
+    for interval, keep, kind in (
+        ("save_interval", "save_num_checkpoints_to_keep", "sharded"),
+        ("save_interval_unsharded", "save_num_unsharded_checkpoints_to_keep", "unsharded"),
+    ):
+        if getattr(cfg, interval) and getattr(cfg, keep) == 0:
+            out.append(
+                f"{interval}={getattr(cfg, interval)} has no effect: {keep}=0 turns {kind} checkpoints off"
+            )
+    return out

@@ -41,7 +41,15 @@ from olmo_fn.optim import build_optimizer, clip_limit, lr_at
 from olmo_fn.parallel import parallelize
 from olmo_fn.preemption import PREEMPTED_EXIT_STATUS, StopSignals, agreed_stop, ignore_signals, signal_name
 from olmo_fn.preflight import Checked, check_save_folder, open_data, preflight
-from olmo_fn.run_context import Hooks, Run, TrainState, saves_due, stop_save_kind
+from olmo_fn.run_context import (
+    Hooks,
+    Run,
+    TrainState,
+    checkpoint_notes,
+    original_trainer_note,
+    saves_due,
+    stop_save_kind,
+)
 from olmo_fn.tracking import Tracker, format_metrics
 from olmo_fn.train_step import train_step
 
@@ -284,39 +292,6 @@ def z_loss_multiplier(cfg: TrainConfig) -> float:
     if cfg.original_trainer.builtin_z_loss_multiplier:
         return ORIGINAL_Z_LOSS_MULTIPLIER
     return cfg.auxiliary_loss_multiplier
-
-
-def original_trainer_note(cfg: TrainConfig) -> str | None:
-    """One line saying which of the original trainer's behaviours this run reproduces, if any."""
-    parts = []
-    if cfg.original_trainer.builtin_z_loss_multiplier and cfg.softmax_auxiliary_loss:
-        said = cfg.auxiliary_loss_multiplier
-        parts.append(
-            f"z-loss multiplier {ORIGINAL_Z_LOSS_MULTIPLIER:g}"
-            + (
-                f" (the config says {said:g}; the original never passed it to its loss)"
-                if said != 1e-4
-                else ""
-            )
-        )
-    warmup = cfg.scheduler.grad_clip_warmup_steps is not None and cfg.scheduler.grad_clip_warmup_factor
-    if cfg.original_trainer.lagged_clip_warmup and warmup and cfg.max_grad_norm is not None:
-        parts.append("the clip warmup lags one step (step 1 is clipped at the plain max_grad_norm)")
-    return "as the original trainer did: " + "; ".join(parts) if parts else None
-
-
-def checkpoint_notes(cfg: TrainConfig) -> list[str]:
-    """A line for each save interval that a keep count of 0 turns off (0 = that kind is never written)."""
-    out = []
-    for interval, keep, kind in (
-        ("save_interval", "save_num_checkpoints_to_keep", "sharded"),
-        ("save_interval_unsharded", "save_num_unsharded_checkpoints_to_keep", "unsharded"),
-    ):
-        if getattr(cfg, interval) and getattr(cfg, keep) == 0:
-            out.append(
-                f"{interval}={getattr(cfg, interval)} has no effect: {keep}=0 turns {kind} checkpoints off"
-            )
-    return out
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

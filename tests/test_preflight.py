@@ -119,8 +119,7 @@ def test_the_7b_recipe_with_a_missing_file_fails_in_one_line_before_building(tmp
 def test_keep_zero_means_that_kind_of_checkpoint_is_off_everywhere(tmp_path):
     from olmo_fn.checkpoint import save_checkpoint
     from olmo_fn.config import TrainConfig
-    from olmo_fn.run_context import saves_due
-    from olmo_fn.train import checkpoint_notes
+    from olmo_fn.run_context import checkpoint_notes, saves_due
 
     cfg = TrainConfig(save_interval=10, save_num_checkpoints_to_keep=0, save_interval_unsharded=20)
     assert saves_due(cfg, 10, 100) == [] and saves_due(cfg, 20, 100) == [False]
