@@ -60,8 +60,9 @@ class SlurmJob:
     training with a checkpoint (the experiment must list SIG in its stop_signals); None = no warning."""
     requeue: bool = False
     """After a stop on the warning signal, requeue the job; it resumes with --try_load_latest_save."""
-    sbatch_args: list[str] = field(default_factory=list)
-    """More sbatch options, one per item, e.g. --account=proj --mem=200G."""
+    sbatch: list[str] = field(default_factory=list)
+    """More sbatch options as NAME=VALUE (or NAME), e.g. account=proj mem=200G: each becomes an
+    `#SBATCH --NAME=VALUE` line."""
     python: str = sys.executable
     """Python interpreter on the nodes (default: the one running this launcher)."""
     submit: bool = False
@@ -103,9 +104,8 @@ def _signal_parts(spec: str | None) -> tuple[str, int] | None:
     return name, int(seconds)
 
 
-def render(job: SlurmJob, flags: list[str]) -> str:
-    """The sbatch script that runs `job` with the experiment's `flags`."""
-    warn = _signal_parts(job.signal)
+def _sbatch_options(job: SlurmJob, warn: tuple[str, int] | None) -> list[str]:
+    """The #SBATCH lines: GPUs only when the job has them, the warning signal to the batch script (B:)."""
     options = [
         f"--job-name={job.job_name}",
         f"--nodes={job.nodes}",
@@ -115,10 +115,20 @@ def render(job: SlurmJob, flags: list[str]) -> str:
     options += [f"--gpus-per-node={job.gpus_per_node}"] if job.gpus_per_node else []
     options += [f"--cpus-per-task={job.cpus_per_node}"] if job.cpus_per_node else []
     options += [f"--partition={job.partition}"] if job.partition else []
-    options += [f"--output={job.output}", "--open-mode=append"] if job.output else ["--open-mode=append"]
+    options += [f"--output={job.output}"] if job.output else []
+    options += ["--open-mode=append"]  # a requeued run's log goes on in the same file
     options += [f"--signal=B:{warn[0]}@{warn[1]}"] if warn else []
     options += ["--requeue"] if job.requeue else ["--no-requeue"]
-    options += [f"--chdir={Path.cwd()}", *job.sbatch_args]
+    for arg in job.sbatch:
+        if arg.startswith("-") or any(c.isspace() for c in arg):
+            raise ConfigError(f"--sbatch {arg!r}: give each option as NAME=VALUE without dashes or spaces")
+    return [*options, f"--chdir={Path.cwd()}", *(f"--{arg}" for arg in job.sbatch)]
+
+
+def render(job: SlurmJob, flags: list[str]) -> str:
+    """The sbatch script that runs `job` with the experiment's `flags`."""
+    warn = _signal_parts(job.signal)
+    options = _sbatch_options(job, warn)
     signals = ",".join(
         dict.fromkeys(["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", *([f"SIG{warn[0]}"] if warn else [])])
     )

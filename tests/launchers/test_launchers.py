@@ -34,6 +34,11 @@ def test_the_docstring_command_runs_as_written():
     )
 
 
+def test_more_sbatch_options_become_sbatch_lines():
+    text = render(SlurmJob("experiments/olmo_tiny.py", sbatch=["account=proj", "exclusive"]), [])
+    assert "#SBATCH --account=proj\n#SBATCH --exclusive\n" in text
+
+
 def test_a_cpu_job_requests_no_gpus_and_a_gpu_job_does():
     cpu = render(SlurmJob("experiments/olmo_tiny.py", nodes=2, procs_per_node=2), [])
     assert "gpus" not in cpu and "--nproc_per_node=2" in cpu and "#SBATCH --nodes=2" in cpu
@@ -59,8 +64,9 @@ def test_requeue_adds_try_load_latest_save_before_the_users_flags():
         (["--experiment", "experiments/olmo_tiny.py", "--", "--stop_signals", "SIGTERM"],
          "the job stops the training with SIGUSR1, which is not in its stop_signals (SIGTERM)"),
         (["--experiment", "experiments/olmo_tiny.py", "--signal", "USR9@10"], "--signal USR9@10: use SIG@SECONDS"),
+        (["--experiment", "experiments/olmo_tiny.py", "--sbatch", "mem 4G"], "--sbatch 'mem 4G': give each option"),
     ],
-    ids=["missing-file", "degrees", "bad-flag", "signal-not-handled", "bad-signal"],
+    ids=["missing-file", "degrees", "bad-flag", "signal-not-handled", "bad-signal", "bad-sbatch-arg"],
 )  # fmt: skip
 def test_what_cannot_work_is_refused_in_one_line_before_submitting(capsys, args, says):
     with pytest.raises(SystemExit) as stop:
