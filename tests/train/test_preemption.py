@@ -1,5 +1,5 @@
-"""A run that gets SIGTERM (what Slurm and Kubernetes send before they kill) finishes its step, writes a
-checkpoint, exits with status 75 and goes on from that step with --try_load_latest_save; bad signal names
+"""A run that gets SIGTERM (what Slurm and Kubernetes send before they kill; Slurm to every process of the
+job, data workers included) finishes its step, writes a checkpoint, exits with status 75 and goes on from that step with --try_load_latest_save; bad signal names
 are refused before anything starts. (Several ranks: tests/distributed/test_preemption_distributed.py.)"""
 
 import json
@@ -36,13 +36,14 @@ def test_sigterm_saves_exits_75_and_resumes_from_that_step(tmp_path):
     np.random.default_rng(0).integers(0, 4096, size=400 * 64).astype(np.uint16).tofile(tokens)
     run = tmp_path / "run"
     cmd = [sys.executable, *TINY, f"--data.paths=[{tokens}]", f"--save_folder={run}"]
-    proc = subprocess.Popen(
-        [*cmd, "--max_duration=100000"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    proc = subprocess.Popen(  # 2 data workers, and in a session of its own, like a job step
+        [*cmd, "--max_duration=100000", "--data.num_workers=2"], cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
     deadline = time.monotonic() + 120
     while len(_steps(run)) < 3 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)  # as Slurm does: to every process, the data workers too
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == PREEMPTED_EXIT_STATUS, out[-3000:]
     stopped = _steps(run)[-1]
