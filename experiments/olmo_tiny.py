@@ -82,7 +82,7 @@ def run(cfg: TrainConfig):
             print(
                 f"validation loss ({label}): step {first[0]}: {first[1][key]:.3f} -> step {last[0]}: {last[1][key]:.3f}"
             )
-    if show:
+    if show and result.checkpoint:
         print(f"checkpoint: {result.checkpoint}")
     if cfg.tokenizer.identifier:
         tokenizer = Tokenizer.from_file(cfg.tokenizer.identifier)

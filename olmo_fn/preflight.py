@@ -9,6 +9,7 @@ runs the same checks (without the data when none is given).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields
 
 from olmo_fn import checkpoint as ckpt
@@ -145,7 +146,14 @@ def _downstream(cfg: TrainConfig) -> list:
 
 
 def check_save_folder(cfg: TrainConfig) -> None:
-    """A fresh run may not write into a folder holding checkpoints unless told to (--save_overwrite)."""
+    """A fresh run may not write into a folder holding checkpoints unless told to (--save_overwrite), and
+    --save_overwrite may not clear the folder that holds the run's own load_path."""
+    if cfg.save_overwrite and not cfg.try_load_latest_save and cfg.load_path:
+        if _inside(cfg.load_path, cfg.save_folder):
+            raise ConfigError(
+                f"load_path: {cfg.load_path} is in save_folder {cfg.save_folder}, which --save_overwrite would "
+                f"clear before loading it; save this run elsewhere, e.g. --save_folder={cfg.save_folder.rstrip('/')}-ft"
+            )
     if cfg.save_overwrite or cfg.try_load_latest_save:
         return
     existing = ckpt.find_latest(cfg.save_folder)
@@ -154,6 +162,15 @@ def check_save_folder(cfg: TrainConfig) -> None:
             f"save_folder: {cfg.save_folder} already holds checkpoints ({existing}); pass --save_overwrite to "
             "replace them, or --try_load_latest_save to resume that run"
         )
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether `path` is `folder` or lies in it (local paths compared after resolving links)."""
+    if "://" in path or "://" in folder:
+        path, folder = path.rstrip("/"), folder.rstrip("/")
+    else:
+        path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder + "/")
 
 
 def _load_path(cfg: TrainConfig) -> None:

@@ -231,6 +231,15 @@ def _loop(run: Run, evals: Checked, bolt_on: int | None) -> TrainResult:
             "precision: amp_bf16 runs as fp32 here (bf16 matrix products on a CPU are ~100x slower)"
         )
     result = TrainResult(run.model, state, None)
+    if state.step >= stop:  # a resume with nothing left to do
+        limit = f"stop_at={cfg.stop_at}" if cfg.stop_at is not None and cfg.stop_at < max_steps else None
+        run.tracker.write(
+            f"nothing to train: the loaded checkpoint is at step {state.step} and the run ends at step {stop} "
+            f"({limit or f'max_duration={cfg.max_duration}'}); raise {'--stop_at' if limit else '--max_duration'}, "
+            "or pass --reset_trainer_state to train the loaded weights from step 0"
+        )
+        run.tracker.close()
+        return result
     with StopSignals(cfg.stop_signals) as signals, contextlib.closing(run.tracker):
         has_evals = bool(evals.eval_sets or evals.downstream)
         if cfg.eval_on_load and has_evals:
@@ -306,7 +315,9 @@ def _log(run: Run, metrics: dict, context: dict, console: bool = True) -> None:
 
 
 def _epoch_iterator(run: Run, sampler):
-    """Batches across epochs; each epoch's global order is written to train_data/global_indices.npy."""
+    """Batches across epochs; each epoch's global order is written to train_data/global_indices.npy. A run
+    resumed at the very end of an epoch finds nothing left in it and goes on with the next."""
+    resumed = run.state.examples_seen_this_epoch > 0
     while True:
         iterator = iter(run.loader)
         if run.env.rank == 0:
@@ -316,8 +327,9 @@ def _epoch_iterator(run: Run, sampler):
         for batch in iterator:
             yielded = True
             yield batch
-        if not yielded:
+        if not yielded and not resumed:
             raise ConfigError("the data loader yielded no batch: the global batch is larger than the dataset")
+        resumed = False
         run.state.examples_seen_this_epoch = 0
 
 
