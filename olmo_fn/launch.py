@@ -20,16 +20,31 @@ def quiet_third_party() -> None:
     logging.getLogger("torchao").setLevel(logging.ERROR)
 
 
+CLOSED_PIPE_STATUS = 141
+"""Exit status when standard output was closed early (`| head`): 128 + SIGPIPE, as a shell reports it."""
+
+
+def exit_on_closed_pipe() -> None:
+    """Stdout was closed by its reader: say so in one line, keep Python from failing again at exit, exit 141."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    print("stopped: standard output was closed (by `| head` or a reader that quit)", file=sys.stderr)
+    sys.exit(CLOSED_PIPE_STATUS)
+
+
 def run_tool(fn: Callable[..., object]) -> None:
-    """A command-line tool: tyro parses fn's signature; a user error prints one line and exits with status 1."""
+    """A command-line tool: tyro parses fn's signature; a user error prints one line and exits with status 1,
+    a closed stdout (`| head`) one line and status 141."""
     import tyro
 
     quiet_third_party()
     try:
         tyro.cli(fn)
+        sys.stdout.flush()
     except OlmoFnError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    except BrokenPipeError:
+        exit_on_closed_pipe()
 
 
 def run_cli(

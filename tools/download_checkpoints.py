@@ -14,6 +14,7 @@ import tyro
 
 from olmo_fn.checkpoint.download import download, read_csv
 from olmo_fn.errors import OlmoFnError
+from olmo_fn.launch import exit_on_closed_pipe
 
 CsvArg = Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="CSV")]
 
@@ -61,6 +62,9 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
+        sys.stdout.flush()
     except OlmoFnError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    except BrokenPipeError:
+        exit_on_closed_pipe()

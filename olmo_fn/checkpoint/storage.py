@@ -12,14 +12,14 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
 import fsspec
 import xxhash
 
-from olmo_fn.errors import CheckpointError
+from olmo_fn.errors import CheckpointError, ConfigError
 
 MANIFEST = "manifest.json"
 
@@ -178,6 +178,35 @@ def remove(url: str) -> None:
     except FileNotFoundError:
         pass
     fs.invalidate_cache(path)
+
+
+def check_output(url: str, overwrite: bool, reads: list[str]) -> None:
+    """Refuse an output that is a file, one that already exists (unless `overwrite`), and one that is or
+    holds an input the command reads (`reads`): nothing a user has is replaced unasked."""
+    norm = (lambda u: u.rstrip("/")) if not is_local(url) else (lambda u: os.path.realpath(local_path(u)))
+    for source in filter(None, reads):
+        if is_local(source) == is_local(url) and (norm(source) + "/").startswith(norm(url) + "/"):
+            raise ConfigError(f"{url}: the output would replace the input {source}; write to another folder")
+    if is_local(url) and os.path.isfile(local_path(url)):
+        raise ConfigError(f"{url}: is a file; give the path of a folder to create")
+    if exists(url) and list_names(url) and not overwrite:  # an empty folder holds nothing to lose
+        raise ConfigError(f"{url}: already exists; pass --overwrite to replace it, or choose another folder")
+
+
+def write_then_publish(url: str, write: Callable[[str], None]) -> None:
+    """write(folder) into a temporary sibling of a local `url`, then move it into place (an older one is
+    replaced only then); a failed write leaves `url` as it was and no temporary folder. Remote URLs are
+    written directly by `write`."""
+    if not is_local(url):
+        write(url)
+        return
+    tmp = f"{local_path(url).rstrip('/')}-tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        write(tmp)
+        publish_dir(tmp, url)
+    except BaseException:
+        remove(tmp)
+        raise
 
 
 def publish_dir(tmp_url: str, final_url: str) -> None:

@@ -16,6 +16,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from olmo_fn.checkpoint import detect_kind, load_checkpoint, model_config_of_checkpoint, save_checkpoint
+from olmo_fn.errors import OlmoFnError
 from olmo_fn.model import Transformer
 from tests.checkpoint.helpers import config_dict, tiny_cfg, trained, trainer_state
 
@@ -117,3 +118,32 @@ def test_help(tool):
         [sys.executable, f"tools/{tool}.py", "--help"], cwd=ROOT, capture_output=True, text=True
     )
     assert result.returncode == 0 and "usage" in result.stdout
+
+
+def test_convert_to_hf_never_replaces_what_it_was_not_told_to(tmp_path):
+    cfg = tiny_cfg(eos_token_id=0, pad_token_id=1)
+    model, opt = trained(cfg)
+    native = save_checkpoint(
+        str(tmp_path / "run"), 2, model, opt, trainer_state(), config_dict(cfg), sharded=False, keep=1
+    )
+    convert = _tool("convert_to_hf")
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "mine.txt").write_text("keep me")
+    (tmp_path / "a-file").write_text("x")
+    for output, says in [(existing, "already exists; pass --overwrite"), (tmp_path / "a-file", "is a file"),
+                         (Path(native), "would replace the input")]:  # fmt: skip
+        with pytest.raises(OlmoFnError, match=says):
+            convert(input_dir=native, output_dir=str(output))
+    assert (existing / "mine.txt").read_text() == "keep me" and (tmp_path / "a-file").read_text() == "x"
+    with pytest.raises(OlmoFnError, match="not a tokenizers JSON"):  # fails mid-write: nothing published
+        convert(
+            input_dir=native, output_dir=str(tmp_path / "new"), tokenizer_json_path=str(tmp_path / "a-file")
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "existing", "run"]
+    convert(input_dir=native, output_dir=str(existing), overwrite=True)
+    assert sorted(p.name for p in existing.iterdir()) == [
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+    ]

@@ -123,3 +123,13 @@ def test_prompts_come_from_flags_a_file_and_ids(tmp_path):
         tool.read_prompts([], None, "4 x")
     with pytest.raises(OlmoFnError, match="no such file"):
         tool.read_prompts([], str(tmp_path / "none.txt"), None)
+
+
+def test_a_closed_pipe_is_one_line_and_status_141(tmp_path):
+    tok = _tokenizer(tmp_path / "tok.json", 250)
+    olmo1 = ROOT / "tests/fixtures/original_olmo/olmo1"
+    command = f"{sys.executable} tools/generate.py {olmo1} {tok} --ids '1 2' --max-new-tokens 60 | head -c 2"
+    run = subprocess.run(["bash", "-c", command + '; echo "status=${PIPESTATUS[0]}" >&2'], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert "Traceback" not in run.stderr and "BrokenPipeError" not in run.stderr, run.stderr
+    assert "stopped: standard output was closed" in run.stderr and "status=141" in run.stderr, run.stderr
