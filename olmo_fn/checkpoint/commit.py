@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from olmo_fn.checkpoint import storage
-from olmo_fn.checkpoint.dcp import barrier, rank_and_world, write_sharded_dir
+from olmo_fn.checkpoint.dcp import barrier, on_every_rank, rank_and_world, write_sharded_dir
 from olmo_fn.checkpoint.native import Content, gather_full_state, write_native_dir
-from olmo_fn.errors import ConfigError
+from olmo_fn.errors import CheckpointError, ConfigError
 
 _STEP_DIR = re.compile(r"^step(\d+)(-unsharded)?$")
 _TMP_DIR = re.compile(r"^step\d+(-unsharded)?(-tmp|-old-tmp-\w+)$")
@@ -62,12 +62,26 @@ def save_checkpoint(
     if rank == 0:
         storage.remove(work)  # leftovers of a crashed save; remotely: the old copy loses its manifest
     barrier()
-    if sharded:
-        write_sharded_dir(work, model, optimizer, trainer_state, config, step)
-    else:
-        msd, osd = gather_full_state(model, optimizer)
-        if rank == 0:
-            write_native_dir(work, Content(msd, osd, trainer_state, config), step)
+    try:
+        if sharded:
+            write_sharded_dir(work, model, optimizer, trainer_state, config, step)
+        else:
+            msd, osd = gather_full_state(model, optimizer)
+            content = Content(msd, osd, trainer_state, config)
+            on_every_rank(lambda: rank == 0 and write_native_dir(work, content, step))
+    except CheckpointError as e:  # a full disk, a lost mount: drop the partial folder, keep the rest
+        reason = str(e)
+        on_every_rank(lambda: rank == 0 and storage.remove(work))
+        previous = find_latest(save_folder)
+        raise CheckpointError(
+            f"{save_folder}: {name} was not saved ({reason}); nothing was published and "
+            + (
+                f"the previous checkpoint {previous} is intact"
+                if previous
+                else "there is no earlier checkpoint"
+            )
+            + "; free space there or save elsewhere (--save_folder)"
+        ) from None
     if rank == 0:
         if work != final:
             storage.publish_dir(work, final)
