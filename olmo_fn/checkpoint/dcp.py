@@ -90,7 +90,10 @@ class _SafeMetadata:
     def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
         path = self._get_metadata_path(kwargs.get("rank"))  # type: ignore[attr-defined]
         with self.fs.create_stream(path, "rb") as f:  # type: ignore[attr-defined]
-            metadata = _MetadataUnpickler(io.BytesIO(f.read())).load()  # one read, not one per field
+            try:
+                metadata = _MetadataUnpickler(io.BytesIO(f.read())).load()  # one read, not one per field
+            except CheckpointError as e:
+                raise CheckpointError(f"{path}: refused to load: {e}") from None
         if getattr(metadata, "storage_meta", None) is None:
             metadata.storage_meta = StorageMeta()
         metadata.storage_meta.load_id = self.load_id  # type: ignore[attr-defined]
@@ -420,6 +423,7 @@ def load_sharded_dir(
     rank, world = rank_and_world()
     with_optim = optimizer is not None and "optim.json" in manifest["files"]
     targets = state_targets(model, optimizer if with_optim else None)
+    dcp_reader(storage.join(url, DCP_DIR)).read_metadata()  # a refused .metadata is its own error, not DCP's
     try:
         with _quiet():
             dcp.load(targets, storage_reader=dcp_reader(storage.join(url, DCP_DIR)), no_dist=world == 1)

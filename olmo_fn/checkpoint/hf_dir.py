@@ -8,7 +8,6 @@ Written so that `AutoModelForCausalLM.from_pretrained` (OlmoForCausalLM / Olmo2F
 from __future__ import annotations
 
 import functools
-import io
 import json
 import os
 import tempfile
@@ -130,9 +129,9 @@ def hf_source(url: str, with_optim: bool = False) -> Source:
 
 
 def _load_bin(url: str) -> dict[str, torch.Tensor]:
-    if storage.is_local(url):
-        return torch.load(storage.local_path(url), map_location="cpu", weights_only=True, mmap=True)
-    return torch.load(io.BytesIO(storage.read_bytes(url)), map_location="cpu", weights_only=True)
+    from olmo_fn.checkpoint.olmo_dir import load_pt  # the one restricted torch.load
+
+    return load_pt(url)
 
 
 def read_hf_dir(url: str) -> tuple[dict[str, torch.Tensor], ModelConfig]:

@@ -76,9 +76,13 @@ def load_pt(url: str) -> Any:
                 return torch.load(storage.local_path(url), map_location="cpu", weights_only=True, mmap=True)
             return torch.load(io.BytesIO(storage.read_bytes(url)), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        why = next(
+            (line for line in lines if "GLOBAL" in line or "global" in line), lines[0] if lines else ""
+        )
         raise CheckpointError(
-            f"{url}: refused to load (only tensors and allow-listed types are read): {e}"
-        ) from e
+            f"{url}: refused to load (only tensors and allow-listed types are read): {why}"
+        ) from None
     except RuntimeError as e:
         raise CheckpointError(f"{url}: not a readable PyTorch file ({e})") from e
 
