@@ -37,6 +37,7 @@ def download_step(
     ingredient: str | None = None,
     attempts: int = 5,
     backoff: float = 1.0,
+    directory: str | None = None,
 ) -> None:
     """Download the files of one step's checkpoint into SAVE_DIR/stepSTEP/ (resuming and skipping).
 
@@ -47,8 +48,9 @@ def download_step(
         ingredient: Ingredient to pick in stage-2 CSVs that list one step several times.
         attempts: Tries per request before giving up on transient errors.
         backoff: Seconds before the first retry; doubled for each next one.
+        directory: The Checkpoint Directory to take when the CSV lists the step more than once.
     """
-    for path in download(csv, step, save_dir, ingredient, attempts, backoff):
+    for path in download(csv, step, save_dir, ingredient, attempts, backoff, directory):
         print(path)
 
 

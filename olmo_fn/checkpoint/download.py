@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import re
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -64,11 +66,15 @@ def normalise_url(url: str) -> str:
     return url.rstrip("/") + "/"
 
 
-def pick_row(rows: list[Row], step: str, ingredient: str | None) -> Row:
-    """The row of a step (and ingredient); ConfigError naming the choices otherwise."""
+def pick_row(rows: list[Row], step: str, ingredient: str | None, directory: str | None = None) -> Row:
+    """The row of a step (and ingredient, and directory); ConfigError naming the choices otherwise."""
     matches = [
         r for r in rows if r.step == str(step) and (ingredient is None or r.ingredient == str(ingredient))
     ]
+    if directory is not None:
+        matches = [r for r in matches if r.url == normalise_url(directory)] or matches[:0]
+        if not matches:
+            raise ConfigError(f"--directory {directory}: not a folder the CSV lists for step {step}")
     if not matches:
         steps = sorted({int(r.step) for r in rows if r.step.isdigit()})
         span = f"{steps[0]}..{steps[-1]}" if steps else "none"
@@ -78,6 +84,9 @@ def pick_row(rows: list[Row], step: str, ingredient: str | None) -> Row:
     if len({r.ingredient for r in matches}) > 1:
         choices = sorted(str(r.ingredient) for r in matches)
         raise ConfigError(f"step {step} exists for ingredients {choices}; pass --ingredient")
+    if len({r.url for r in matches}) > 1:
+        urls = " and ".join(sorted({r.url for r in matches}))
+        raise ConfigError(f"step {step} is listed {len(matches)} times, at {urls}; pass --directory with one")
     return matches[0]
 
 
@@ -114,7 +123,9 @@ def with_retries(fn: Callable[[], object], attempts: int, backoff: float) -> obj
         except (TransientError, ConnectionError, TimeoutError) as e:
             if attempt == attempts - 1:
                 raise CheckpointError(f"giving up after {attempts} attempts: {e}") from e
-            time.sleep(backoff * 2**attempt)
+            wait = backoff * 2**attempt
+            print(f"retrying in {wait:g} s ({attempt + 1}/{attempts - 1}): {e}", file=sys.stderr, flush=True)
+            time.sleep(wait)
     raise AssertionError("unreachable")
 
 
@@ -155,6 +166,18 @@ def fetch(url: str, dest: str, size: int, bar: bool = True) -> None:
     os.replace(part, dest)
 
 
+def _manifest_files(url: str, attempts: int, backoff: float) -> dict[str, int] | None:
+    """name -> size of an olmo_fn checkpoint's files (its manifest.json last), or None without a manifest."""
+    if with_retries(lambda: remote_size(url + "manifest.json"), attempts, backoff) is None:
+        return None
+    data = with_retries(lambda: _request(url + "manifest.json").read(), attempts, backoff)
+    files = json.loads(data)["files"]
+    for name in files:
+        if name.startswith("/") or ".." in name.split("/"):
+            raise CheckpointError(f"{url}manifest.json: lists {name!r}, a path outside the checkpoint")
+    return {name: entry["size"] for name, entry in files.items()} | {"manifest.json": len(data)}
+
+
 def download(
     csv_path: str,
     step: str,
@@ -162,21 +185,25 @@ def download(
     ingredient: str | None = None,
     attempts: int = 5,
     backoff: float = 1.0,
+    directory: str | None = None,
 ) -> list[str]:
-    """Download every existing file of one step's checkpoint; returns the local paths."""
-    row = pick_row(read_csv(csv_path), step, ingredient)
+    """Download every existing file of one step's checkpoint; returns the local paths. An olmo_fn checkpoint
+    (it has a manifest.json) comes with every file its manifest lists, the manifest last."""
+    row = pick_row(read_csv(csv_path), step, ingredient, directory)
     out = target_dir(save_dir, row)
-    found = {}
-    for name in FILES:
+    found = _manifest_files(row.url, attempts, backoff)
+    for name in FILES if found is None else ():
         size = with_retries(lambda name=name: remote_size(row.url + name), attempts, backoff)
         if size is not None:
-            found[name] = size
+            found = (found or {}) | {name: size}
+    found = found or {}
     if not found:
         raise CheckpointError(f"{row.url}: none of {', '.join(FILES)} exists there; check the CSV's URL")
     os.makedirs(out, exist_ok=True)
     paths = []
     for name, size in found.items():
-        dest = os.path.join(out, name)
+        dest = os.path.join(out, *name.split("/"))
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
         if not (os.path.exists(dest) and (size < 0 or os.path.getsize(dest) == size)):
             with_retries(lambda n=name, d=dest, s=size: fetch(row.url + n, d, s), attempts, backoff)
         paths.append(dest)

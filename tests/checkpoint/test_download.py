@@ -1,5 +1,6 @@
 """tools/download_checkpoints.py against a local HTTP server serving a checkpoint the test made."""
 
+import dataclasses
 import importlib.util
 import os
 from pathlib import Path
@@ -77,3 +78,46 @@ def test_errors(served):
     with pytest.raises(ConfigError, match="not a plain number"):
         download(str(evil), "../../etc", str(save))
     assert not save.exists()
+
+
+def test_a_step_listed_twice_names_both_folders_and_takes_the_one_asked(served):
+    server, csv, files, save = served
+    twice = Path(csv).with_name("twice.csv")
+    other = f"{server.url}/run1/step1000-unsharded-copy/"
+    twice.write_text(f"Step,Checkpoint Directory\n1000,{server.url}/run1/step1000-unsharded/\n1000,{other}\n")
+    with pytest.raises(ConfigError, match=r"step 1000 is listed 2 times, at .* and .*; pass --directory"):
+        download(str(twice), "1000", str(save))
+    assert not save.exists()
+    download(str(twice), "1000", str(save), directory=f"{server.url}/run1/step1000-unsharded/")
+    assert {p.name for p in (save / "step1000").iterdir()} == set(files)
+
+
+def test_retries_are_announced(served, capsys):
+    server, csv, files, save = served
+    server.fail = [503]
+    download(csv, "1000", str(save), backoff=0.01)
+    assert "retrying in 0.01 s (1/4):" in capsys.readouterr().err
+
+
+def test_an_olmo_fn_checkpoint_over_http_arrives_whole_and_loads(tmp_path):
+    from olmo_fn.checkpoint import load_checkpoint, model_config_of_checkpoint
+    from olmo_fn.model import Transformer
+    from olmo_fn.train import train
+    from tests.train.conftest import tiny_config
+
+    cfg = tiny_config(
+        tmp_path, max_duration="1", save_interval=1, save_interval_unsharded=1, eval_interval=None
+    )
+    train(dataclasses.replace(cfg, save_folder=str(tmp_path / "remote" / "run")))
+    with servers.http_server(tmp_path / "remote") as server:
+        csv = tmp_path / "mine.csv"
+        csv.write_text(
+            f"Step,Checkpoint Directory\n1,{server.url}/run/step1/\n2,{server.url}/run/step1-unsharded/\n"
+        )
+        for step in ("1", "2"):
+            (path,) = {
+                str(Path(p).parent)
+                for p in download(str(csv), step, str(tmp_path / "got"))
+                if p.endswith("manifest.json")
+            }
+            load_checkpoint(path, Transformer(model_config_of_checkpoint(path)), None)
