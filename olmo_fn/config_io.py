@@ -90,13 +90,43 @@ def normalize_args(argv: list[str]) -> list[str]:
     return out
 
 
-def parse_cli(cls: type[T], default: T, argv: list[str] | None = None, description: str | None = None) -> T:
-    """tyro over `cls`, with `default` (a recipe's config) providing every default shown in --help."""
+def parse_cli(
+    cls: type[T], default: T, argv: list[str] | None = None, description: str | None = None, program: str = ""
+) -> T:
+    """tyro over `cls`, with `default` (a recipe's config) providing every default shown in --help; flags that
+    do not parse are a ConfigError of one line: what tyro's framed message says, and `python PROGRAM --help`
+    (PROGRAM: the running script unless given)."""
+    import contextlib
+    import io
     import sys
 
     import tyro
 
     args = normalize_args(sys.argv[1:] if argv is None else argv)
-    return tyro.cli(
-        cls, default=default, args=args, description=description, config=(tyro.conf.AvoidSubcommands,)
-    )
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said):
+            return tyro.cli(
+                cls, default=default, args=args, description=description, config=(tyro.conf.AvoidSubcommands,)
+            )
+    except SystemExit as e:
+        if not e.code:  # --help
+            raise
+        raise ConfigError(
+            f"{_framed_message(said.getvalue())}; see `python {program or sys.argv[0]} --help`"
+        ) from None
+
+
+def _framed_message(text: str) -> str:
+    """The message of tyro's framed error: its title, a rule, the message lines up to the next rule (drawn
+    with box characters on a terminal, with dashes elsewhere); the message lines joined."""
+    texts: list[str] = []
+    for line in re.sub(r"\x1b\[[0-9;]*m", "", text).splitlines():  # without terminal colours
+        line = line.strip().strip("│╭╮╰╯|").strip()
+        if line and not line.strip("─-+ "):  # a rule
+            if len(texts) > 1:
+                break
+            continue
+        if line:
+            texts.append(line.strip("─ "))
+    return " ".join(texts[1:] or texts) or "the flags do not parse"

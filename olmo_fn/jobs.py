@@ -4,8 +4,6 @@ options and the experiment's flags (passed on verbatim), and the checks a job pa
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import sys
 from collections.abc import Callable
@@ -52,17 +50,10 @@ def experiment_config(experiment: str, flags: list[str]) -> TrainConfig:
         raise ConfigError(f"--experiment {experiment}: no such file; give the path of an experiment file")
     quiet_third_party()
     module = load_recipe(experiment)
-    errors = io.StringIO()
     try:
-        with contextlib.redirect_stderr(errors), contextlib.redirect_stdout(io.StringIO()):
-            return parse_cli(TrainConfig, module.config(), argv=flags)
-    except SystemExit as e:
-        said = [line.strip(" │╭╰─╮╯|-") for line in errors.getvalue().splitlines()]
-        said = [line for line in said if ":" in line and "usage" not in line.lower()] or ["see its --help"]
-        raise ConfigError(
-            f"the flags after -- do not parse for {experiment} ({'; '.join(dict.fromkeys(said[:2]))}); "
-            f"check them with `python {experiment} --help`"
-        ) from e
+        return parse_cli(TrainConfig, module.config(), argv=flags, program=experiment)
+    except ConfigError as e:
+        raise ConfigError(f"the flags after -- do not parse for {experiment}: {e}") from None
 
 
 def filesystem_type(path: str) -> str | None:

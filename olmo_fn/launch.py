@@ -58,10 +58,10 @@ def run_cli(
     quiet_third_party()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("olmo_fn").setLevel(logging.INFO)
-    cfg = parse_cli(TrainConfig, default, argv=argv, description=description)
     from olmo_fn.dist import shutdown_distributed
 
     try:
+        cfg = parse_cli(TrainConfig, default, argv=argv, description=description)
         result = run(cfg)
     except OlmoFnError as e:
         exit_with(e)
