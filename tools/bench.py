@@ -7,6 +7,7 @@ decode: olmo_fn's generate against transformers' generate (eager and compiled) b
 load: loading ~1 GB of weights + AdamW state from every checkpoint format on 1, 2 and 4 gloo processes (FSDP2):
 seconds, MB/s against a raw read, and peak memory per rank.
 eval: olmo_fn's downstream evaluator against transformers scoring the same requests one by one and batched.
+chaos: a training run SIGKILLed at seeded random moments and resumed each time, against the run never killed.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 import tyro
 
+from olmo_fn.benchmarks.chaos import ChaosBench, run_chaos_bench
 from olmo_fn.benchmarks.checkpoint import CheckpointBench, run_checkpoint_bench
 from olmo_fn.benchmarks.decode import DecodeBench, run_decode_bench
 from olmo_fn.benchmarks.eval import EvalBench, run_eval_bench
@@ -181,6 +183,11 @@ def eval(bench: Annotated[EvalBench, tyro.conf.OmitArgPrefixes]) -> dict:  # noq
     return run_eval_bench(bench)
 
 
+def chaos(bench: Annotated[ChaosBench, tyro.conf.OmitArgPrefixes]) -> dict:
+    """SIGKILL a training run at random moments, resume it each time, compare with the run never killed."""
+    return run_chaos_bench(bench)
+
+
 def main() -> None:
     try:
         tyro.extras.subcommand_cli_from_dict(
@@ -191,6 +198,7 @@ def main() -> None:
                 "decode": decode,
                 "load": load,
                 "eval": eval,
+                "chaos": chaos,
             }
         )
     except OlmoFnError as e:
