@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from olmo_fn.checkpoint import storage
-from olmo_fn.checkpoint.dcp import barrier, on_every_rank, rank_and_world, write_sharded_dir
+from olmo_fn.checkpoint.collective import barrier, on_every_rank, rank_and_world
+from olmo_fn.checkpoint.dcp import write_sharded_dir
 from olmo_fn.checkpoint.native import Content, gather_full_state, write_native_dir
 from olmo_fn.errors import CheckpointError, ConfigError
 

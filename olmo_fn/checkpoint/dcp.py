@@ -12,20 +12,17 @@ DCP reshards on load, so a checkpoint saved by N ranks loads into M ranks (or on
 
 from __future__ import annotations
 
-import errno
 import io
 import json
 import os
 import pickle
-import shutil
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter, _fsspec_filesystem
@@ -36,6 +33,13 @@ from torch.distributed.checkpoint.metadata import Metadata, StorageMeta, TensorS
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
 
 from olmo_fn.checkpoint import storage
+from olmo_fn.checkpoint.collective import (
+    all_gather,
+    on_every_rank,
+    rank_and_world,
+    recorded_thread_errors,
+    write_failure,
+)
 from olmo_fn.checkpoint.manifest import (
     read_checked,
     read_config,
@@ -147,91 +151,6 @@ def _quiet() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         yield
-
-
-@contextmanager
-def _recorded_thread_errors(recorded: list[BaseException]) -> Iterator[None]:
-    """Keep Python from printing a traceback for a DCP writer thread's error that `recorded` holds (it is
-    reported as one line instead); any other thread error is printed as usual."""
-    previous = threading.excepthook
-
-    def hook(args: threading.ExceptHookArgs) -> None:
-        seen = args.exc_value  # the error itself, or one raised while the stream was closed after it
-        while seen is not None and not any(seen is r for r in recorded):
-            seen = seen.__context__
-        if seen is None:
-            previous(args)
-
-    threading.excepthook = hook
-    try:
-        yield
-    finally:
-        threading.excepthook = previous
-
-
-def rank_and_world() -> tuple[int, int]:
-    """(rank, world size), (0, 1) without a process group."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def barrier() -> None:
-    """Wait for every rank (no-op in a single process)."""
-    if rank_and_world()[1] > 1:
-        dist.barrier()
-
-
-def all_gather(obj: Any) -> list[Any]:
-    """Every rank's obj (in-memory only; nothing of it reaches disk as pickle)."""
-    world = rank_and_world()[1]
-    if world == 1:
-        return [obj]
-    out: list[Any] = [None] * world
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def on_every_rank(fn: Callable[[], Any]) -> Any:
-    """fn() on this rank, then every rank learns whether any rank's fn failed to write (OSError, or a DCP
-    write error) and raises the same CheckpointError: no rank is left waiting in a collective."""
-    result, errors = None, []
-    try:
-        result = fn()
-    except CheckpointException as e:
-        errors = [cause for cause, _ in e.failures.values()] or [e]
-    except (OSError, RuntimeError) as e:  # RuntimeError: torch.save on a failed write
-        errors = [e]
-    gathered = [error for part in all_gather([_describe(e) for e in errors]) for error in part]
-    if gathered:  # the same choice on every rank: an operating system's reason first
-        raise CheckpointError(min(gathered, key=lambda error: (not error[0], error[1]))[1])
-    return result
-
-
-def _write_failure(failures: list[BaseException], path: str) -> BaseException:
-    """The failure to report: one the operating system explains if any; else ENOSPC when the disk is (all
-    but) full, which torch.save's zip writer reports only as "unexpected pos"."""
-    explained = [f for f in failures if _describe(f)[0]]
-    if explained:
-        return explained[0]
-    if storage.is_local(path):
-        try:
-            if shutil.disk_usage(path).free < 16 * 2**20:
-                return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
-        except OSError:
-            pass
-    return failures[0]
-
-
-def _describe(error: BaseException) -> tuple[bool, str]:
-    """(whether the operating system said why, one line of why): the OSError behind an error if there is
-    one (torch.save's zip writer turns a full disk into "unexpected pos")."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, OSError):
-            return True, str(seen.strerror or seen)
-        seen = seen.__cause__ or seen.__context__
-    return False, str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 def _sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> tuple[dict, dict]:
@@ -348,13 +267,13 @@ def write_sharded_dir(
 
     def write_shards() -> None:
         try:
-            with _quiet(), _recorded_thread_errors(writer.fs.failures):  # collective
+            with _quiet(), recorded_thread_errors(writer.fs.failures):  # collective
                 dcp.save(tensors, storage_writer=writer, no_dist=world == 1)
         except CheckpointException:
             if not writer.fs.failures:  # another rank's write failed
                 raise
         if writer.fs.failures:  # this rank's write failed (in a writer thread too): a file is cut short
-            raise _write_failure(writer.fs.failures, os.fspath(writer.path))
+            raise write_failure(writer.fs.failures, os.fspath(writer.path))
 
     def write_rest() -> dict[str, dict[str, Any]]:
         files = {f"{DCP_DIR}/{k}": v for k, v in writer.fs.entries_below(root).items()}
