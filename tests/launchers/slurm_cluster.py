@@ -48,13 +48,13 @@ class Cluster:
         self.wait(lambda: self.job_field(job, "JobState") in done, timeout, f"job {job} to end")
         return self.job_field(job, "JobState")
 
-    def restart_when_requeued(self, job: int, timeout: float = 120) -> None:
-        """A requeued job waits ~120 s (BeginTime) before it runs again; start it as soon as its previous run
-        has left the nodes (started earlier, Slurm kills it: "Job credential revoked")."""
-        self.wait(lambda: self.job_field(job, "JobState") == "PENDING", timeout, f"job {job} to be requeued")
-        idle = lambda: self.run("sinfo", "-h", "-t", "idle", "-o", "%D").split() == ["2"]  # noqa: E731
-        self.wait(idle, timeout, "the nodes to be idle")
-        self.run("scontrol", "update", f"jobid={job}", "StartTime=now")
+    def wait_requeued(self, job: int, restarts: int, timeout: float = 120) -> None:
+        """Wait until Slurm has started the job again `restarts` times (tools/local_slurm.sh sets the
+        credential lifetime to 10 s, so a requeued job runs again about 10 s later)."""
+        done = lambda: (
+            int(self.job_field(job, "Restarts")) >= restarts and self.job_field(job, "JobState") == "RUNNING"
+        )  # noqa: E731
+        self.wait(done, timeout, f"job {job} to run again")
 
 
 def _unavailable() -> str | None:

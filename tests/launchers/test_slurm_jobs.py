@@ -62,7 +62,7 @@ def test_requeued_and_signalled_job_resumes_and_ends_bitwise_equal(slurm, refere
     slurm.run(
         "scontrol", "requeue", str(job)
     )  # what a preemption does: SIGTERM to every process, then requeue
-    slurm.restart_when_requeued(job)
+    slurm.wait_requeued(job, 1)
     first_stop = int(re.search(r"\[step (\d+)\] stopped by SIGTERM", read()).group(1))
     slurm.wait(
         lambda: "(restart 1)" in read() and _step_lines(read())[-1] >= first_stop + 3,
@@ -72,7 +72,7 @@ def test_requeued_and_signalled_job_resumes_and_ends_bitwise_equal(slurm, refere
     slurm.run(
         "scancel", "--batch", "--signal=USR1", str(job)
     )  # what --signal=B:USR1@60 sends before the time limit
-    slurm.restart_when_requeued(job)
+    slurm.wait_requeued(job, 2)
     assert slurm.wait_done(job) == "COMPLETED", read()[-3000:]
     text = read()
     assert slurm.job_field(job, "Restarts") == "2" and slurm.job_field(job, "ExitCode") == "0:0"
