@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch.distributed.checkpoint.api import CheckpointException
 
 from olmo_fn.checkpoint import storage
-from olmo_fn.errors import CheckpointError
+from olmo_fn.errors import CheckpointError, OlmoFnError
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -50,8 +50,8 @@ def on_every_rank(fn: Callable[[], Any]) -> Any:
         result = fn()
     except CheckpointException as e:
         errors = [cause for cause, _ in e.failures.values()] or [e]
-    except (OSError, RuntimeError) as e:  # RuntimeError: torch.save on a failed write
-        errors = [e]
+    except (OSError, RuntimeError, CheckpointError) as e:  # RuntimeError: torch.save on a failed write;
+        errors = [e]  # CheckpointError: a remote store that kept failing
     gathered = [error for part in all_gather([_describe(e) for e in errors]) for error in part]
     if gathered:  # the same choice on every rank: an operating system's reason first
         raise CheckpointError(min(gathered, key=lambda error: (not error[0], error[1]))[1])
@@ -78,6 +78,8 @@ def _describe(error: BaseException) -> tuple[bool, str]:
     one (torch.save's zip writer turns a full disk into "unexpected pos")."""
     seen: BaseException | None = error
     while seen is not None:
+        if isinstance(seen, OlmoFnError):  # already one line of why (a remote store that kept failing)
+            return True, str(seen)
         if isinstance(seen, OSError):
             return True, str(seen.strerror or seen)
         seen = seen.__cause__ or seen.__context__

@@ -70,18 +70,23 @@ def save_checkpoint(
             msd, osd = gather_full_state(model, optimizer)
             content = Content(msd, osd, trainer_state, config)
             on_every_rank(lambda: rank == 0 and write_native_dir(work, content, step))
-    except CheckpointError as e:  # a full disk, a lost mount: drop the partial folder, keep the rest
+    except CheckpointError as e:  # a full disk, a lost mount, a store that kept failing: keep the rest
         reason = str(e)
-        on_every_rank(lambda: rank == 0 and storage.remove(work))
-        previous = find_latest(save_folder)
+        _best_effort(lambda: on_every_rank(lambda: rank == 0 and storage.remove(work)))
+        previous = _best_effort(lambda: find_latest(save_folder))
+        fix = (
+            "free space there or save elsewhere (--save_folder)"
+            if storage.is_local(save_folder)
+            else "when the store answers again, resume with --try_load_latest_save"
+        )
         raise CheckpointError(
             f"{save_folder}: {name} was not saved ({reason}); nothing was published and "
             + (
                 f"the previous checkpoint {previous} is intact"
                 if previous
-                else "there is no earlier checkpoint"
+                else "no earlier checkpoint is known"
             )
-            + "; free space there or save elsewhere (--save_folder)"
+            + f"; {fix}"
         ) from None
     if rank == 0:
         if work != final:
@@ -90,6 +95,15 @@ def save_checkpoint(
         prune(save_folder, sharded, keep)
     barrier()
     return final
+
+
+def _best_effort(fn: Any) -> Any:
+    """fn(), or None when storage fails too (the cleanup after a failed save must not hide its reason; a
+    folder without a manifest never counts and is pruned by a later save)."""
+    try:
+        return fn()
+    except (OSError, CheckpointError):
+        return None
 
 
 def _step_dirs(save_folder: str) -> list[tuple[int, bool, str]]:

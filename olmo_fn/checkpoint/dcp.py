@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.distributed.checkpoint as dcp
 from torch import nn
-from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter, _fsspec_filesystem
+from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint import filesystem as _filesystem
 from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader, FsspecWriter
 from torch.distributed.checkpoint.api import CheckpointException
@@ -40,6 +40,7 @@ from olmo_fn.checkpoint.collective import (
     recorded_thread_errors,
     write_failure,
 )
+from olmo_fn.checkpoint.dcp_fs import RemoteFileSystem
 from olmo_fn.checkpoint.manifest import (
     read_checked,
     read_config,
@@ -108,19 +109,6 @@ class SafeFileSystemReader(_SafeMetadata, FileSystemReader):
     """Local DCP reader with a restricted metadata unpickler."""
 
 
-class _RangeFileSystem(_fsspec_filesystem.FileSystem):
-    """DCP's fsspec wrapper, opening files for reading without a read-ahead cache (see SafeFsspecReader)."""
-
-    @contextmanager
-    def create_stream(self, path: Any, mode: str) -> Iterator[Any]:
-        if "r" not in mode:
-            with super().create_stream(path, mode) as stream:
-                yield stream
-            return
-        with self.fs.open(str(path), mode, cache_type="none") as stream:
-            yield stream
-
-
 class SafeFsspecReader(_SafeMetadata, FsspecReader):
     """fsspec DCP reader (s3://, gs://, https://) with a restricted metadata unpickler.
 
@@ -131,7 +119,7 @@ class SafeFsspecReader(_SafeMetadata, FsspecReader):
 
     def __init__(self, path: str) -> None:
         super().__init__(path)
-        wrapper = _RangeFileSystem()
+        wrapper = RemoteFileSystem()
         wrapper.fs = self.fs.fs
         self.fs = wrapper
 
@@ -234,7 +222,7 @@ class _HashingLocalFS(_HashingFS, _filesystem.FileSystem):
     pass
 
 
-class _HashingFsspecFS(_HashingFS, _fsspec_filesystem.FileSystem):
+class _HashingFsspecFS(_HashingFS, RemoteFileSystem):
     pass
 
 

@@ -12,8 +12,6 @@ import io
 import json
 import os
 import re
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -21,8 +19,10 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
+from olmo_fn import retry
 from olmo_fn.checkpoint import storage
 from olmo_fn.errors import CheckpointError, ConfigError
+from olmo_fn.retry import TransientError
 
 FILES = ("config.yaml", "model.safetensors", "model.pt", "optim.safetensors", "optim.pt", "train.pt")
 _R2 = "r2://olmo-checkpoints/"
@@ -37,10 +37,6 @@ class Row:
     step: str
     url: str
     ingredient: str | None = None
-
-
-class TransientError(Exception):
-    """A failure worth retrying (connection reset, timeout, HTTP 5xx/429)."""
 
 
 def read_csv(path: str) -> list[Row]:
@@ -109,24 +105,15 @@ def _request(url: str, method: str = "GET", start: int = 0, timeout: float = 60.
         return urllib.request.urlopen(req, timeout=timeout)
     except urllib.error.HTTPError as e:
         if e.code == 429 or e.code >= 500:
-            raise TransientError(f"{url}: HTTP {e.code}") from e
+            raise TransientError(f"HTTP {e.code}") from e
         raise
     except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-        raise TransientError(f"{url}: {e}") from e
+        raise TransientError(str(e)) from e
 
 
-def with_retries(fn: Callable[[], object], attempts: int, backoff: float) -> object:
-    """Call fn, retrying TransientError with exponential backoff."""
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except (TransientError, ConnectionError, TimeoutError) as e:
-            if attempt == attempts - 1:
-                raise CheckpointError(f"giving up after {attempts} attempts: {e}") from e
-            wait = backoff * 2**attempt
-            print(f"retrying in {wait:g} s ({attempt + 1}/{attempts - 1}): {e}", file=sys.stderr, flush=True)
-            time.sleep(wait)
-    raise AssertionError("unreachable")
+def with_retries(url: str, fn: Callable[[], object], attempts: int, backoff: float) -> object:
+    """fn() with olmo_fn's retries of transient failures (announced on stderr); CheckpointError at the end."""
+    return retry.retrying(url, fn, tries=attempts, first_wait=backoff, hint="--attempts sets how many tries")
 
 
 def remote_size(url: str) -> int | None:
@@ -159,18 +146,23 @@ def fetch(url: str, dest: str, size: int, bar: bool = True) -> None:
                     f.write(chunk)
                     progress.update(len(chunk))
             except (ConnectionError, TimeoutError, OSError) as e:
-                raise TransientError(f"{url}: {e}") from e
+                raise TransientError(str(e)) from e
     got = os.path.getsize(part)
     if size >= 0 and got != size:
-        raise TransientError(f"{url}: got {got} of {size} bytes")
+        raise TransientError(f"got {got} of {size} bytes")
     os.replace(part, dest)
 
 
 def _manifest_files(url: str, attempts: int, backoff: float) -> dict[str, int] | None:
     """name -> size of an olmo_fn checkpoint's files (its manifest.json last), or None without a manifest."""
-    if with_retries(lambda: remote_size(url + "manifest.json"), attempts, backoff) is None:
+    if (
+        with_retries(url + "manifest.json", lambda: remote_size(url + "manifest.json"), attempts, backoff)
+        is None
+    ):
         return None
-    data = with_retries(lambda: _request(url + "manifest.json").read(), attempts, backoff)
+    data = with_retries(
+        url + "manifest.json", lambda: _request(url + "manifest.json").read(), attempts, backoff
+    )
     files = json.loads(data)["files"]
     for name in files:
         if name.startswith("/") or ".." in name.split("/"):
@@ -193,7 +185,7 @@ def download(
     out = target_dir(save_dir, row)
     found = _manifest_files(row.url, attempts, backoff)
     for name in FILES if found is None else ():
-        size = with_retries(lambda name=name: remote_size(row.url + name), attempts, backoff)
+        size = with_retries(row.url + name, lambda name=name: remote_size(row.url + name), attempts, backoff)
         if size is not None:
             found = (found or {}) | {name: size}
     found = found or {}
@@ -205,6 +197,8 @@ def download(
         dest = os.path.join(out, *name.split("/"))
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         if not (os.path.exists(dest) and (size < 0 or os.path.getsize(dest) == size)):
-            with_retries(lambda n=name, d=dest, s=size: fetch(row.url + n, d, s), attempts, backoff)
+            with_retries(
+                row.url + name, lambda n=name, d=dest, s=size: fetch(row.url + n, d, s), attempts, backoff
+            )
         paths.append(dest)
     return paths

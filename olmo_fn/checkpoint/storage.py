@@ -5,12 +5,18 @@ rename). Object stores have no rename of folders, so there a checkpoint is compl
 written last, exists; `latest` pointers are symlinks locally and one-line files on object stores.
 Storage options (endpoints, keys) come from fsspec's own configuration: `fsspec.config.conf["s3"]` or the
 `FSSPEC_S3_ENDPOINT_URL`-style environment variables.
+
+Every remote operation is retried on transient failures (`olmo_fn.retry`): reads by range check that every
+byte asked for came back, and a remote file is written to a local temporary file first (in $TMPDIR) and
+uploaded whole, so an upload cut short is sent again from the start instead of being lost half-way.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +25,7 @@ from typing import IO, Any
 import fsspec
 import xxhash
 
+from olmo_fn import retry
 from olmo_fn.errors import CheckpointError, ConfigError
 
 MANIFEST = "manifest.json"
@@ -49,10 +56,17 @@ def exists(url: str) -> bool:
     if is_local(url):
         return os.path.exists(local_path(url))
     fs, path = url_to_fs(url)
-    try:
-        return fs.exists(path)
-    except (OSError, ValueError):
-        return False
+    strict = {"strict": True} if type(fs).__name__ == "HTTPFileSystem" else {}  # else a 500 reads as "no"
+
+    def probe() -> bool:
+        try:
+            return fs.exists(path, **strict)
+        except (OSError, ValueError) as e:
+            if retry.is_transient(e):
+                raise
+            return False
+
+    return retry.retrying(url, probe)
 
 
 def read_bytes(url: str) -> bytes:
@@ -62,7 +76,7 @@ def read_bytes(url: str) -> bytes:
             with open(local_path(url), "rb") as f:
                 return f.read()
         fs, path = url_to_fs(url)
-        return fs.cat_file(path)
+        return retry.retrying(url, lambda: fs.cat_file(path))
     except FileNotFoundError as e:
         raise CheckpointError(f"{url}: no such file") from e
 
@@ -76,11 +90,60 @@ def open_read(url: str) -> Iterator[IO[bytes]]:
             f = open(local_path(url), "rb", buffering=0)  # noqa: SIM115 - closed below
         else:
             fs, path = url_to_fs(url)
-            f = fs.open(path, "rb", cache_type="none")
+            f = RemoteReader(url, retry.retrying(url, lambda: fs.open(path, "rb", cache_type="none")))
     except FileNotFoundError as e:
         raise CheckpointError(f"{url}: no such file") from e
     with f:
         yield f
+
+
+class RemoteReader(io.RawIOBase):
+    """A remote file read by ranges: each read is one request, tried again on a transient failure, and a
+    range that comes back short counts as such a failure (a partial object is never accepted)."""
+
+    def __init__(self, url: str, file: Any):
+        super().__init__()
+        self.url, self.file, self.pos, self.size = url, file, 0, int(file.size)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self.pos = max(0, {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence] + offset)
+        return self.pos
+
+    def read(self, n: int | None = -1) -> bytes:
+        want = self.size - self.pos if n is None or n < 0 else max(0, min(n, self.size - self.pos))
+        if not want:
+            return b""
+        start = self.pos
+
+        def once() -> bytes:
+            self.file.seek(start)
+            data = self.file.read(want)
+            if len(data) != want:
+                raise retry.TransientError(f"got {len(data)} of {want} bytes at offset {start}")
+            return data
+
+        data = retry.retrying(self.url, once)
+        self.pos = start + want
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(memoryview(buffer).cast("B")))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.file.close()
+        super().close()
 
 
 def read_json(url: str) -> Any:
@@ -100,15 +163,17 @@ def open_write(url: str) -> Iterator[IO[bytes]]:
             os.fsync(f.fileno())
         return
     fs, path = url_to_fs(url)
-    with fs.open(path, "wb") as f:
+    with tempfile.NamedTemporaryFile(prefix="olmo_fn-upload-") as f:
         yield f
+        f.flush()
+        retry.retrying(url, lambda: fs.put_file(f.name, path))
 
 
 def write_bytes(url: str, data: bytes) -> None:
     """Write a whole file (local writes go through a temporary name, so readers never see half of it)."""
     if not is_local(url):
-        with open_write(url) as f:
-            f.write(data)
+        fs, path = url_to_fs(url)
+        retry.retrying(url, lambda: fs.pipe_file(path, data))
         return
     path = local_path(url)
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
@@ -123,10 +188,8 @@ def list_names(url: str) -> list[str]:
         path = local_path(url)
         return sorted(os.listdir(path)) if os.path.isdir(path) else []
     fs, path = url_to_fs(url)
-    try:
-        fs.invalidate_cache(path)
-        entries = fs.ls(path, detail=False)
-    except (OSError, ValueError):
+    entries = _listing(url, lambda: fs.ls(path, detail=False), fs, path)
+    if entries is None:
         return []
     return sorted({e.rstrip("/").rsplit("/", 1)[-1] for e in entries} - {""})
 
@@ -141,10 +204,8 @@ def list_files(url: str) -> dict[str, int]:
                 out[os.path.relpath(full, root)] = os.path.getsize(full)
         return out
     fs, path = url_to_fs(url)
-    fs.invalidate_cache(path)
-    try:
-        found = fs.find(path, detail=True)
-    except (OSError, ValueError):
+    found = _listing(url, lambda: fs.find(path, detail=True), fs, path)
+    if found is None:
         return {}
     return {
         k[len(path.rstrip("/")) + 1 :]: int(v["size"]) if v.get("size") is not None else int(fs.size(k))
@@ -153,12 +214,27 @@ def list_files(url: str) -> dict[str, int]:
     }
 
 
+def _listing(url: str, list_fn: Callable[[], Any], fs: fsspec.AbstractFileSystem, path: str) -> Any:
+    """A fresh listing, retried on transient failures; None where the folder is missing or not listable."""
+
+    def once() -> Any:
+        fs.invalidate_cache(path)
+        try:
+            return list_fn()
+        except (OSError, ValueError) as e:
+            if retry.is_transient(e):
+                raise
+            return None
+
+    return retry.retrying(url, once)
+
+
 def size(url: str) -> int:
     """A file's size in bytes (a stat or a HEAD request, no reading)."""
     if is_local(url):
         return os.path.getsize(local_path(url))
     fs, path = url_to_fs(url)
-    return int(fs.size(path))
+    return int(retry.retrying(url, lambda: fs.size(path)))
 
 
 def remove(url: str) -> None:
@@ -173,11 +249,15 @@ def remove(url: str) -> None:
             shutil.rmtree(path)
         return
     fs, path = url_to_fs(url)
-    try:
-        fs.rm(path, recursive=True)
-    except FileNotFoundError:
-        pass
-    fs.invalidate_cache(path)
+
+    def once() -> None:
+        try:
+            fs.rm(path, recursive=True)
+        except FileNotFoundError:
+            pass
+        fs.invalidate_cache(path)
+
+    retry.retrying(url, once)
 
 
 def check_output(url: str, overwrite: bool, reads: list[str]) -> None:

@@ -12,6 +12,7 @@ import fsspec
 import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
+from olmo_fn import retry
 from olmo_fn.errors import ConfigError, DataError
 
 DTYPES: dict[str, type[np.unsignedinteger]] = {
@@ -50,7 +51,7 @@ def file_size(path: str) -> int:
                 raise PermissionError(local)
             return os.path.getsize(local)
         fs, stripped = fsspec.core.url_to_fs(path)
-        return int(fs.size(stripped))
+        return int(retry.retrying(path, lambda: fs.size(stripped), error=DataError))
     except FileNotFoundError as e:
         raise DataError(
             f"{path}: file not found; check the path (and, for a URL, its bucket and credentials)"
@@ -69,9 +70,20 @@ def read_bytes(path: str, start: int, length: int) -> bytes:
             with open(local, "rb") as f:
                 return os.pread(f.fileno(), length, start)
         fs, stripped = fsspec.core.url_to_fs(path)
-        return fs.cat_file(stripped, start=start, end=start + length)
+        return retry.retrying(
+            path,
+            lambda: _whole(fs.cat_file(stripped, start=start, end=start + length), length),
+            error=DataError,
+        )
     except OSError as e:
         raise DataError(f"{path}: cannot read bytes {start}..{start + length} ({e}); check the file") from e
+
+
+def _whole(data: bytes, length: int) -> bytes:
+    """data, if it is all `length` bytes asked for; a range cut short is a transient failure (tried again)."""
+    if len(data) != length:
+        raise retry.TransientError(f"got {len(data)} of {length} bytes")
+    return data
 
 
 def read_ranges(requests: list[tuple[str, int, int]]) -> list[bytes]:
@@ -89,12 +101,14 @@ def read_ranges(requests: list[tuple[str, int, int]]) -> list[bytes]:
         results = fs.cat_ranges([stripped[i] for i in members], starts, ends, on_error="return")
         for i, data in zip(members, results, strict=True):
             path, start, length = requests[i]
-            if isinstance(data, BaseException) or len(data) != length:
-                reason = data if isinstance(data, BaseException) else f"got {len(data)} bytes"
+            if isinstance(data, bytes) and len(data) == length:
+                out[i] = data
+                continue
+            if isinstance(data, BaseException) and not retry.is_transient(data):
                 raise DataError(
-                    f"{path}: cannot read bytes {start}..{start + length} ({reason}); check the file"
+                    f"{path}: cannot read bytes {start}..{start + length} ({data}); check the file"
                 )
-            out[i] = data
+            out[i] = read_bytes(path, start, length)  # transient, or cut short: again, alone, with retries
     return out
 
 

@@ -9,10 +9,7 @@ strided rank slice), so the global sequence does not depend on the number of ran
 from __future__ import annotations
 
 import math
-import os
-import uuid
 
-import fsspec
 import numpy as np
 
 from olmo_fn.errors import ConfigError, DataError
@@ -59,25 +56,22 @@ def global_indices_path(save_folder: str) -> str:
 
 
 def write_global_indices(indices: np.ndarray, save_folder: str) -> str:
-    """Write the order as raw uint32 (no header) to the save folder via a temporary name; return its path."""
+    """Write the order as raw uint32 (no header) to the save folder (atomically, with retries on object
+    stores); return its path."""
+    from olmo_fn.checkpoint import storage
+
     path = global_indices_path(save_folder)
-    data = np.ascontiguousarray(indices, dtype=np.uint32).tobytes()
-    fs, stripped = fsspec.core.url_to_fs(path)
-    fs.makedirs(os.path.dirname(stripped), exist_ok=True)
-    tmp = f"{stripped}.tmp-{uuid.uuid4().hex[:8]}"
-    with fs.open(tmp, "wb") as f:
-        f.write(data)
-    fs.mv(tmp, stripped)
+    storage.write_bytes(path, np.ascontiguousarray(indices, dtype=np.uint32).tobytes())
     return path
 
 
 def read_global_indices(path: str) -> np.ndarray:
     """Read a raw uint32 global order file (ours or the original's)."""
-    try:
-        with fsspec.open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError as e:
-        raise DataError(f"{path}: global order file not found; a run writes it at start") from e
+    from olmo_fn.checkpoint import storage
+
+    if not storage.exists(path):
+        raise DataError(f"{path}: global order file not found; a run writes it at start")
+    data = storage.read_bytes(path)
     if len(data) % 4:
         raise DataError(
             f"{path}: size {len(data)} is not a multiple of 4; it is not a raw uint32 global order"

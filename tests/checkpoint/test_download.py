@@ -3,6 +3,7 @@
 import dataclasses
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -71,7 +72,7 @@ def test_errors(served):
     with pytest.raises(CheckpointError, match="none of"):
         download(csv, "2000", str(save))
     server.fail = [500] * 10
-    with pytest.raises(CheckpointError, match="giving up after 2 attempts"):
+    with pytest.raises(CheckpointError, match=r"manifest\.json: failed 2 times \(HTTP 500\).*--attempts"):
         download(csv, "1000", str(save), attempts=2, backoff=0.01)
     evil = Path(csv).with_name("evil.csv")
     evil.write_text(f"Step,Checkpoint Directory\n../../etc,{server.url}/run1/step1000-unsharded/\n")
@@ -96,7 +97,7 @@ def test_retries_are_announced(served, capsys):
     server, csv, files, save = served
     server.fail = [503]
     download(csv, "1000", str(save), backoff=0.01)
-    assert "retrying in 0.01 s (1/4):" in capsys.readouterr().err
+    assert re.search(r"/manifest\.json: HTTP 503; retrying in 0\.0\d+ s \(1/4\)", capsys.readouterr().err)
 
 
 def test_an_olmo_fn_checkpoint_over_http_arrives_whole_and_loads(tmp_path):
