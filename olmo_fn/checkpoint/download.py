@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import re
 import urllib.error
@@ -21,6 +20,7 @@ from tqdm import tqdm
 
 from olmo_fn import retry
 from olmo_fn.checkpoint import storage
+from olmo_fn.checkpoint.manifest import parse_manifest
 from olmo_fn.errors import CheckpointError, ConfigError
 from olmo_fn.retry import TransientError
 
@@ -163,10 +163,7 @@ def _manifest_files(url: str, attempts: int, backoff: float) -> dict[str, int] |
     data = with_retries(
         url + "manifest.json", lambda: _request(url + "manifest.json").read(), attempts, backoff
     )
-    files = json.loads(data)["files"]
-    for name in files:
-        if name.startswith("/") or ".." in name.split("/"):
-            raise CheckpointError(f"{url}manifest.json: lists {name!r}, a path outside the checkpoint")
+    files = parse_manifest(data, f"{url}manifest.json")["files"]  # names inside the checkpoint only
     return {name: entry["size"] for name, entry in files.items()} | {"manifest.json": len(data)}
 
 

@@ -78,9 +78,20 @@ def _hf_config_class(model_type: str) -> Any:
     return classes[model_type]
 
 
+def _json_object(url: str) -> dict[str, Any]:
+    """A JSON file holding an object; CheckpointError naming it otherwise."""
+    try:
+        value = json.loads(storage.read_bytes(url))
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError
+        raise CheckpointError(f"{url}: not JSON ({(str(e).splitlines() or [''])[0]})") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{url}: holds a JSON {type(value).__name__}, not an object")
+    return value
+
+
 def read_hf_config(url: str) -> ModelConfig:
     """ModelConfig of a transformers folder's config.json."""
-    raw = storage.read_json(storage.join(url, "config.json"))
+    raw = _json_object(storage.join(url, "config.json"))
     hf_cfg = _hf_config_class(raw.get("model_type")).from_dict(raw)
     try:
         return model_config_from_hf(hf_cfg)
@@ -92,7 +103,14 @@ def _hf_weight_files(url: str) -> list[str]:
     """The weight files of a folder: model.safetensors, its index's shards, or pytorch_model.bin."""
     for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         if storage.exists(storage.join(url, index)):
-            return sorted(set(storage.read_json(storage.join(url, index))["weight_map"].values()))
+            weight_map = _json_object(storage.join(url, index)).get("weight_map")
+            files = list(weight_map.values()) if isinstance(weight_map, dict) else [None]
+            for name in files:
+                if not isinstance(name, str) or not name or name.startswith("/") or ".." in name.split("/"):
+                    raise CheckpointError(
+                        f"{url}/{index}: weight_map names {str(name)[:80]!r}, not a file of the folder"
+                    )
+            return sorted(set(files))
     for name in ("model.safetensors", "pytorch_model.bin"):
         if storage.exists(storage.join(url, name)):
             return [name]
@@ -103,8 +121,6 @@ def hf_source(url: str, with_optim: bool = False) -> Source:
     """A transformers folder as a Source of olmo_fn-named weights, file by file and tensor by tensor
     (safetensors by byte range; a local pytorch_model.bin memory-mapped). It has no optimizer state."""
     cfg = read_hf_config(url)
-    stack = ExitStack()
-    items = []
 
     def convert(name: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
         try:
@@ -112,20 +128,37 @@ def hf_source(url: str, with_optim: bool = False) -> Source:
         except ConfigError as e:
             raise CheckpointError(f"{url}: {e}") from e
 
-    for name in _hf_weight_files(url):
-        file_url = storage.join(url, name)
-        if name.endswith(".safetensors"):
-            reader = SafetensorsReader(
-                file_url, stack.enter_context(storage.open_read(file_url)), reuse_buffer=True
-            )
-            lazies = {
-                k: Lazy(*reader.shape_and_dtype(k), functools.partial(reader.read, k)) for k in reader.infos
-            }
-        else:
-            wrap = Lazy.mapped if storage.is_local(file_url) else Lazy.of  # _load_bin maps local files
-            lazies = {k: wrap(t) for k, t in _load_bin(file_url).items()}
-        items += [(lazy, functools.partial(convert, k)) for k, lazy in lazies.items()]
-    return converted_source(items, stack, config=hf_config_json(url), kind="hf")
+    stack, items, seen = ExitStack(), [], {}  # seen: tensor name -> the file holding it
+    try:
+        for name in _hf_weight_files(url):
+            lazies = _file_lazies(storage.join(url, name), stack)
+            for k in lazies:
+                if k in seen:
+                    raise CheckpointError(
+                        f"{url}: tensor {k!r} is in both {seen[k]} and {name}; which is meant?"
+                    )
+                seen[k] = name
+            items += [(lazy, functools.partial(convert, k)) for k, lazy in lazies.items()]
+        return converted_source(items, stack, config=hf_config_json(url), kind="hf")
+    except BaseException:
+        stack.close()  # the files opened so far
+        raise
+
+
+def _file_lazies(file_url: str, stack: ExitStack) -> dict[str, Lazy]:
+    """The tensors of one weight file, unread (a safetensors file is kept open on `stack`)."""
+    if file_url.endswith(".safetensors"):
+        reader = SafetensorsReader(
+            file_url, stack.enter_context(storage.open_read(file_url)), reuse_buffer=True
+        )
+        return {k: Lazy(*reader.shape_and_dtype(k), functools.partial(reader.read, k)) for k in reader.infos}
+    loaded = _load_bin(file_url)
+    if not isinstance(loaded, dict) or not all(
+        isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in loaded.items()
+    ):
+        raise CheckpointError(f"{file_url}: not a state dict of named tensors")
+    wrap = Lazy.mapped if storage.is_local(file_url) else Lazy.of  # _load_bin maps local files
+    return {k: wrap(t) for k, t in loaded.items()}
 
 
 def _load_bin(url: str) -> dict[str, torch.Tensor]:
@@ -142,4 +175,4 @@ def read_hf_dir(url: str) -> tuple[dict[str, torch.Tensor], ModelConfig]:
 
 def hf_config_json(url: str) -> dict[str, Any]:
     """config.json as a dict (the `config` of a loaded HF checkpoint)."""
-    return json.loads(storage.read_bytes(storage.join(url, "config.json")))
+    return _json_object(storage.join(url, "config.json"))

@@ -13,10 +13,17 @@ import torch
 import yaml
 
 from olmo_fn.checkpoint import storage
-from olmo_fn.checkpoint.tensors import decode_state, encode_state, load_safetensors, write_safetensors
+from olmo_fn.checkpoint.tensors import (
+    decode_state,
+    encode_state,
+    load_safetensors,
+    strict_json,
+    write_safetensors,
+)
 from olmo_fn.errors import CheckpointError
 
 FORMAT = "olmo_fn"
+KINDS = ("unsharded", "sharded")
 
 
 def split_optim(osd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -44,9 +51,13 @@ def write_trainer_state(url: str, stem: str, state: dict[str, Any]) -> dict[str,
 
 def read_trainer_state(url: str, stem: str, manifest: dict[str, Any] | None) -> dict[str, Any]:
     """Inverse of write_trainer_state, verified against the manifest when given."""
-    tree = json.loads(read_checked(url, f"{stem}.json", manifest))
-    tensors, _ = load_safetensors(read_checked(url, f"{stem}.safetensors", manifest), url)
-    return decode_state(tree, tensors)
+    tree = strict_json(read_checked(url, f"{stem}.json", manifest), storage.join(url, f"{stem}.json"))
+    name = storage.join(url, f"{stem}.safetensors")
+    tensors, _ = load_safetensors(read_checked(url, f"{stem}.safetensors", manifest), name)
+    try:
+        return decode_state(tree, tensors)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"{url}/{stem}.json: not a trainer state olmo_fn wrote ({e!r})") from None
 
 
 def write_manifest(url: str, kind: str, step: int, files: dict[str, dict[str, Any]]) -> None:
@@ -62,10 +73,65 @@ def read_manifest(url: str) -> dict[str, Any]:
             f"{url}: no {storage.MANIFEST}; the save did not finish (or this is not an olmo_fn checkpoint): "
             "load an earlier checkpoint"
         )
-    manifest = storage.read_json(storage.join(url, storage.MANIFEST))
-    if manifest.get("format") != FORMAT:
-        raise CheckpointError(f"{url}/{storage.MANIFEST}: not an olmo_fn manifest")
+    return parse_manifest(
+        storage.read_bytes(storage.join(url, storage.MANIFEST)), storage.join(url, storage.MANIFEST)
+    )
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def parse_manifest(data: bytes, where: str) -> dict[str, Any]:
+    """A manifest's bytes as its dict, every field checked (a known kind, a step, and for each file a plain
+    relative name with a size and a checksum); CheckpointError naming `where` (the file) otherwise."""
+    manifest = strict_json(data, where)
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise CheckpointError(f'{where}: not an olmo_fn manifest (no "format": "{FORMAT}")')
+    if manifest.get("kind") not in KINDS or not _is_count(manifest.get("step")):
+        raise CheckpointError(f"{where}: kind or step missing or wrong (kind is one of {', '.join(KINDS)})")
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise CheckpointError(f'{where}: has no "files" object')
+    for name, entry in files.items():
+        if not name or name.startswith("/") or "\\" in name or {"", ".", ".."} & set(name.split("/")):
+            raise CheckpointError(f"{where}: lists {name[:80]!r}, not a path inside the checkpoint")
+        if name == storage.MANIFEST:
+            raise CheckpointError(f"{where}: lists itself")
+        ok = isinstance(entry, dict) and _is_count(entry.get("size")) and isinstance(entry.get("xxh3"), str)
+        if not ok:
+            raise CheckpointError(
+                f'{where}: the entry of {name[:80]!r} is not {{"size": bytes, "xxh3": checksum}}'
+            )
     return manifest
+
+
+def check_files(url: str, manifest: dict[str, Any]) -> None:
+    """The folder holds exactly the files its manifest lists, each of its listed size (a listing, no
+    reading). A folder that cannot be listed (https) has each listed file's size asked instead, and files
+    the manifest does not list go unnoticed there."""
+    sizes = storage.list_files(url)
+    listed = bool(sizes) and not url.startswith(("http://", "https://"))  # a listing shows the manifest too
+    for name, entry in manifest["files"].items():
+        if name not in sizes:
+            try:
+                sizes[name] = storage.size(storage.join(url, name))
+            except (FileNotFoundError, OSError):
+                raise CheckpointError(
+                    f"{url}: {name} is listed in {storage.MANIFEST} but missing; the checkpoint is incomplete: "
+                    "restore the file or load another checkpoint"
+                ) from None
+        if sizes[name] != entry["size"]:
+            raise CheckpointError(
+                f"{url}: {name} has {sizes[name]} bytes, {storage.MANIFEST} says {entry['size']}; the file is "
+                "corrupt or was changed after saving: restore it or load another checkpoint"
+            )
+    extra = sorted(set(sizes) - set(manifest["files"]) - {storage.MANIFEST}) if listed else []
+    if extra:
+        raise CheckpointError(
+            f"{url}: {extra[0]} is not listed in {storage.MANIFEST}; the folder was altered after saving: "
+            "remove the file or load another checkpoint"
+        )
 
 
 def read_checked(url: str, name: str, manifest: dict[str, Any] | None) -> bytes:

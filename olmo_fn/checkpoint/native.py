@@ -25,6 +25,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 
 from olmo_fn.checkpoint import storage
 from olmo_fn.checkpoint.manifest import (
+    check_files,
     read_config,
     read_manifest,
     read_trainer_state,
@@ -34,7 +35,7 @@ from olmo_fn.checkpoint.manifest import (
     write_trainer_state,
 )
 from olmo_fn.checkpoint.source import Entry, Source
-from olmo_fn.checkpoint.tensors import SafetensorsReader, decode_state, write_safetensors
+from olmo_fn.checkpoint.tensors import SafetensorsReader, decode_state, strict_json, write_safetensors
 from olmo_fn.errors import CheckpointError
 
 _OPTIM_META = "olmo_fn_optim"
@@ -78,31 +79,34 @@ def write_native_dir(url: str, content: Content, step: int, kind: str = "unshard
 def native_source(url: str, with_optim: bool = True) -> Source:
     """A native folder as a Source: model tensors, then optimizer tensors, each file checked on the way."""
     manifest = read_manifest(url)
+    check_files(url, manifest)
     names = ["model.safetensors"]
     if with_optim and "optim.safetensors" in manifest["files"]:
         names.append("optim.safetensors")
-    stack = ExitStack()
-    readers = {}
-    for name, prefix in zip(names, ("model.", "optim.")):
-        if name not in manifest["files"]:
-            raise CheckpointError(
-                f"{url}: {name} is not listed in {storage.MANIFEST}; the folder was altered"
-            )
-        file_url = storage.join(url, name)
-        readers[prefix] = (
-            SafetensorsReader(file_url, stack.enter_context(storage.open_read(file_url))),
-            name,
+    if "model.safetensors" not in manifest["files"]:
+        raise CheckpointError(
+            f"{url}: model.safetensors is not listed in {storage.MANIFEST}; the folder was altered"
         )
+    stack = ExitStack()
+    try:
+        readers = {}
+        for name, prefix in zip(names, ("model.", "optim.")):
+            file_url = storage.join(url, name)
+            readers[prefix] = (
+                SafetensorsReader(file_url, stack.enter_context(storage.open_read(file_url))),
+                name,
+            )
+        rest = _optim_rest(readers["optim."][0]) if "optim." in readers else {}
+        trainer = read_trainer_state(url, "train", manifest) if "train.json" in manifest["files"] else None
+        config = read_config(url, manifest)
+    except BaseException:
+        stack.close()  # the files opened so far
+        raise
     entries = [
         Entry(prefix + n, *reader.shape_and_dtype(n))
         for prefix, (reader, _) in readers.items()
         for n in reader.infos
     ]
-    rest = {}
-    if "optim." in readers:
-        meta = readers["optim."][0].metadata.get(_OPTIM_META, "{}")
-        rest = {k: decode_state(v, {}) for k, v in json.loads(meta).items()}
-    trainer = read_trainer_state(url, "train", manifest) if "train.json" in manifest["files"] else None
 
     def tensors() -> Iterator[torch.Tensor]:
         with stack:
@@ -111,4 +115,17 @@ def native_source(url: str, with_optim: bool = True) -> Source:
                     yield reader.read(tensor_name)
                 reader.verify(manifest["files"][name])
 
-    return Source(entries, tensors, rest, trainer, read_config(url, manifest), "unsharded")
+    return Source(entries, tensors, rest, trainer, config, "unsharded")
+
+
+def _optim_rest(reader: SafetensorsReader) -> dict[str, Any]:
+    """The optimizer's non-tensor state, kept as JSON in optim.safetensors' metadata."""
+    rest = strict_json(
+        reader.metadata.get(_OPTIM_META, "{}").encode(), f"{reader.url}: metadata {_OPTIM_META}"
+    )
+    try:
+        return {k: decode_state(v, {}) for k, v in rest.items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(
+            f"{reader.url}: metadata {_OPTIM_META} is not what olmo_fn writes ({e!r})"
+        ) from None

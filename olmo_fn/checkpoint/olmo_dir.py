@@ -45,25 +45,33 @@ class _PlainUnpickler(pickle.Unpickler):
         raise CheckpointError(f"refusing to unpickle {module}.{name}: only plain values are allowed here")
 
 
-def plain_unpickle(data: bytes) -> Any:
-    """Unpickle data that may only hold builtin values."""
-    return _PlainUnpickler(io.BytesIO(data)).load()
-
-
-def decode_key(key: str) -> tuple[tuple[str | int, ...], bool]:
-    """An original OLMo safetensors key -> (key path, value_is_pickled)."""
+def plain_unpickle(data: bytes, where: str = "pickled value") -> Any:
+    """Unpickle data that may only hold builtin values; CheckpointError naming `where` for anything else."""
     try:
-        value = plain_unpickle(base64.urlsafe_b64decode(key))
-    except (pickle.UnpicklingError, ValueError, EOFError) as e:
-        raise CheckpointError(f"safetensors key {key[:40]!r} is not an original OLMo key ({e})") from e
+        return _PlainUnpickler(io.BytesIO(data)).load()
+    except Exception as e:  # noqa: BLE001 - hostile bytes raise anything from pickle's machinery
+        why = (str(e).splitlines() or [""])[0][:200] or type(e).__name__
+        raise CheckpointError(f"{where}: not a plain pickled value ({why})") from None
+
+
+def decode_key(key: str, url: str = "") -> tuple[tuple[str | int, ...], bool]:
+    """An original OLMo safetensors key -> (key path, value_is_pickled); CheckpointError naming the file
+    (`url`) when the key is not the URL-safe base64 of a pickled `(non-empty tuple of str/int, bool)`."""
+    where = f"{url + ': ' if url else ''}safetensors key {key[:40]!r}"
+    try:
+        raw = base64.urlsafe_b64decode(key)
+    except ValueError as e:  # binascii.Error, or a character outside ASCII
+        raise CheckpointError(f"{where} is not an original OLMo key (not base64: {e})") from None
+    value = plain_unpickle(raw, f"{where} is not an original OLMo key")
     ok = (
         isinstance(value, tuple)
         and len(value) == 2
         and isinstance(value[0], tuple)
-        and isinstance(value[1], bool)
+        and len(value[0]) > 0
+        and type(value[1]) is bool
     )
-    if not ok or not all(isinstance(k, (str, int)) for k in value[0]):
-        raise CheckpointError(f"safetensors key {key[:40]!r} is not an original OLMo key tuple")
+    if not ok or not all(type(k) in (str, int) for k in value[0]):
+        raise CheckpointError(f"{where} is not an original OLMo key: it decodes to no (key path, bool) tuple")
     return value
 
 
@@ -87,10 +95,20 @@ def load_pt(url: str) -> Any:
         raise CheckpointError(f"{url}: not a readable PyTorch file ({e})") from e
 
 
-def _insert(tree: dict[Any, Any], path: tuple[Any, ...], value: Any) -> None:
-    for part in path[:-1]:
-        tree = tree.setdefault(part, {})
-    tree[path[-1]] = value
+def _insert(tree: dict[Any, Any], path: tuple[Any, ...], value: Any, url: str) -> None:
+    """Put value at path; a path that another key's path already holds, or runs through, is refused."""
+    node = tree
+    for i, part in enumerate(path):
+        last = i == len(path) - 1
+        if part in node and (last or not isinstance(node[part], dict)):
+            raise CheckpointError(
+                f"{url}: two keys decode to {'.'.join(map(str, path[: i + 1]))} (a value and another value or "
+                "section there); the file is corrupt"
+            )
+        if last:
+            node[part] = value
+        else:
+            node = node.setdefault(part, {})
 
 
 def _lazy_leaves(tree: Any, mapped: bool) -> Any:
@@ -122,12 +140,13 @@ def olmo_file_tree(url: str, stem: str, stack: ExitStack, streamed: bool = False
         reader = SafetensorsReader(st, stack.enter_context(storage.open_read(st)), reuse_buffer=streamed)
         tree: dict[Any, Any] = {}
         for key in reader.infos:
-            path, pickled = decode_key(key)
+            path, pickled = decode_key(key, st)
             if pickled:
-                value: Any = plain_unpickle(reader.read(key).numpy().tobytes())
+                raw = reader.read(key).reshape(-1).view(torch.uint8).numpy().tobytes()
+                value: Any = plain_unpickle(raw, f"{st}: the value of {'.'.join(map(str, path))}")
             else:
                 value = Lazy(*reader.shape_and_dtype(key), functools.partial(reader.read, key))
-            _insert(tree, path, value)
+            _insert(tree, path, value, st)
         return tree
     if storage.exists(pt):
         return _lazy_leaves(load_pt(pt), mapped=storage.is_local(pt))  # load_pt maps local files
@@ -212,21 +231,42 @@ def _model_items(tree: dict[str, Any], cfg: ModelConfig, url: str) -> list[tuple
         except ConfigError as e:
             raise CheckpointError(f"{url}: model file does not match config.yaml: {e}") from e
 
+    if not isinstance(tree, dict):
+        raise CheckpointError(f"{url}: the model file holds a {type(tree).__name__}, not a state dict")
+    for name, lazy in tree.items():
+        if not isinstance(name, str) or not isinstance(lazy, Lazy):
+            raise CheckpointError(
+                f"{url}: the model file's {str(name)[:80]!r} is not a tensor named by a string"
+            )
     return [(lazy, functools.partial(convert, name)) for name, lazy in tree.items()]
 
 
 def _optim_items(tree: dict[str, Any], cfg: ModelConfig, url: str) -> list[tuple[Lazy, Convert]]:
     """Original optimizer state -> items yielding "optim.state.{olmo_fn param}.{key}" (q/k/v split too)."""
+    state = tree.get("state", {}) if isinstance(tree, dict) else None
+    groups = tree.get("param_groups", []) if isinstance(tree, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(s, dict) for s in state.values()):
+        raise CheckpointError(f"{url}: the optimizer file holds no `state` of one dict per parameter")
+    if not isinstance(groups, list) or not all(isinstance(g, dict) and "params" in g for g in groups):
+        raise CheckpointError(f"{url}: the optimizer file's param_groups are not a list of groups")
     names = _param_names(tree, cfg, url)
 
     def split(name: str, key: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {f"optim.state.{k}.{key}": v for k, v in from_olmo_state_dict({name: tensor}, cfg).items()}
+        try:
+            pieces = from_olmo_state_dict({name: tensor}, cfg)
+        except ConfigError as e:
+            raise CheckpointError(f"{url}: optimizer file does not match config.yaml: {e}") from e
+        return {f"optim.state.{k}.{key}": v for k, v in pieces.items()}
 
     def same(ours: list[str], key: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
         return {f"optim.state.{o}.{key}": tensor for o in ours}
 
     items = []
     for param, state in tree.get("state", {}).items():
+        if not isinstance(names.get(param), str):
+            raise CheckpointError(
+                f"{url}: optimizer state of parameter {param!r}, which its param_groups lack"
+            )
         name = _unprefixed(names[param])
         for key, value in state.items():
             if isinstance(value, Lazy) and value.shape:
@@ -245,14 +285,20 @@ def olmo_source(url: str, with_optim: bool = True) -> Source:
     """
     config, cfg = olmo_config(url)
     stack = ExitStack()
-    model = olmo_file_tree(url, "model", stack, streamed=True)
-    if model is None:
-        raise CheckpointError(f"{url}: neither model.safetensors nor model.pt; download the model file too")
-    items = _model_items(model, cfg, url)
-    optim = olmo_file_tree(url, "optim", stack, streamed=True) if with_optim else None
-    if optim is not None:
-        items += _optim_items(optim, cfg, url)
-    with ExitStack() as small:
-        train = olmo_file_tree(url, "train", small)
-        trainer_state = train_state_from_olmo(materialize(train)) if isinstance(train, dict) else None
-    return converted_source(items, stack, trainer_state=trainer_state, config=config, kind="olmo")
+    try:
+        model = olmo_file_tree(url, "model", stack, streamed=True)
+        if model is None:
+            raise CheckpointError(
+                f"{url}: neither model.safetensors nor model.pt; download the model file too"
+            )
+        items = _model_items(model, cfg, url)
+        optim = olmo_file_tree(url, "optim", stack, streamed=True) if with_optim else None
+        if optim is not None:
+            items += _optim_items(optim, cfg, url)
+        with ExitStack() as small:
+            train = olmo_file_tree(url, "train", small)
+            trainer_state = train_state_from_olmo(materialize(train)) if isinstance(train, dict) else None
+        return converted_source(items, stack, trainer_state=trainer_state, config=config, kind="olmo")
+    except BaseException:
+        stack.close()  # the files opened so far
+        raise

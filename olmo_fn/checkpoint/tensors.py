@@ -7,14 +7,13 @@ without pickle: tensors go to safetensors, the rest to JSON, and tuples stay tup
 
 from __future__ import annotations
 
+import io
 import json
-import math
 import struct
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load as safetensors_from_bytes
 
 from olmo_fn.checkpoint import storage
 from olmo_fn.errors import CheckpointError
@@ -76,6 +75,127 @@ def write_safetensors(
 
 
 _FROM_CODE = {code: dtype for dtype, code in _DTYPES.items()}
+MAX_HEADER = 100_000_000  # the most the safetensors library itself accepts
+_MAX_DIMS = 64
+
+
+def _read_exactly(stream: Any, n: int) -> bytes:
+    """n bytes from the stream's position (fewer only at the end of the file)."""
+    parts, got = [], 0
+    while got < n:
+        part = stream.read(n - got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+def _stream_size(stream: Any) -> int | None:
+    """The size of a file opened for reading (None when it cannot tell); the stream is left at its start."""
+    try:
+        stream.seek(0, 2)
+        size = stream.tell()
+        stream.seek(0)
+    except (OSError, ValueError, AttributeError, NotImplementedError):
+        return None
+    return size if isinstance(size, int) else None
+
+
+def strict_json(data: bytes, where: str) -> Any:
+    """The JSON value of UTF-8 bytes whose objects each name a key once (Python's json would silently keep
+    the last of a repeated key); CheckpointError starting with `where` otherwise."""
+
+    def pairs_to_dict(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise CheckpointError(
+                    f"{where} names {key[:80]!r} twice (a JSON reader would silently keep only the last); "
+                    "the file is corrupt: restore it or load another checkpoint"
+                )
+            out[key] = value
+        return out
+
+    try:
+        return json.loads(data.decode("utf-8"), object_pairs_hook=pairs_to_dict)
+    except CheckpointError:
+        raise
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        why = (str(e).splitlines() or [""])[0][:200] or type(e).__name__
+        raise CheckpointError(f"{where} is not UTF-8 JSON ({why})") from None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _tensor_info(url: str, name: str, info: Any) -> tuple[tuple[int, ...], torch.dtype, int, int]:
+    """(shape, dtype, start, end) of one header entry, each checked against the others."""
+    bad = f"{url}: tensor {name[:80]!r} of the safetensors header"
+    if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= set(info):
+        raise CheckpointError(f"{bad} is not an object with dtype, shape and data_offsets")
+    code, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    if not isinstance(code, str) or code not in _FROM_CODE:
+        raise CheckpointError(
+            f"{bad} has unknown dtype {str(code)[:40]!r} (olmo_fn reads {', '.join(_FROM_CODE)})"
+        )
+    if not isinstance(shape, list) or len(shape) > _MAX_DIMS or not all(_is_int(d) and d >= 0 for d in shape):
+        raise CheckpointError(f"{bad} has shape {str(shape)[:80]}, not a list of at most {_MAX_DIMS} sizes")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) and o >= 0 for o in offsets):
+        raise CheckpointError(f"{bad} has data_offsets {str(offsets)[:80]}, not [start, end] in bytes")
+    start, end = offsets
+    if end < start:
+        raise CheckpointError(f"{bad} has data_offsets [{start}, {end}], which end before they start")
+    dtype = _FROM_CODE[code]
+    nbytes = torch.empty((), dtype=dtype).element_size()
+    for d in shape if 0 not in shape else [0]:  # stops growing once past any file's size
+        nbytes *= d
+        if nbytes > end - start:
+            break
+    if nbytes != end - start:
+        raise CheckpointError(
+            f"{bad} has shape {shape} of {code} but data_offsets [{start}, {end}] hold {end - start} bytes"
+        )
+    return tuple(shape), dtype, start, end
+
+
+def parse_header(url: str, header: Any, data_size: int | None) -> tuple[dict[str, str], dict[str, Any]]:
+    """(metadata, tensor infos in file order) of a parsed safetensors header, refused with a CheckpointError
+    unless the tensors tile the data exactly (`data_size` bytes after the header, when known): every
+    entry well formed, its shape matching its byte range, no overlaps, gaps or bytes past the end."""
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{url}: not a safetensors file: its header is a JSON {type(header).__name__}")
+    metadata = header.pop("__metadata__", None)
+    metadata = {} if metadata is None else metadata
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(f"{url}: the safetensors header's __metadata__ is not an object of strings")
+    checked = {name: _tensor_info(url, name, info) for name, info in header.items()}
+    order = sorted(checked, key=lambda n: checked[n][2:])
+    position = 0
+    for name in order:
+        start, end = checked[name][2:]
+        if data_size is not None and end > data_size:
+            raise CheckpointError(
+                f"{url}: tensor {name[:80]!r} ends at byte {end} of the data, past its end ({data_size} "
+                "bytes); the file is truncated or its header is wrong"
+            )
+        if start != position:
+            what = (
+                "overlaps the tensor before it"
+                if start < position
+                else f"leaves bytes {position}-{start} unused"
+            )
+            raise CheckpointError(
+                f"{url}: tensor {name[:80]!r} (data_offsets [{start}, {end}]) {what}; the header is corrupt"
+            )
+        position = end
+    if data_size is not None and position != data_size:
+        raise CheckpointError(
+            f"{url}: {data_size - position} bytes follow the last tensor of the safetensors data; the file "
+            "is corrupt or its header is wrong"
+        )
+    return metadata, {name: header[name] for name in order}
 
 
 class SafetensorsReader:
@@ -83,31 +203,42 @@ class SafetensorsReader:
     when asked, into a fresh buffer. The file is never held whole (as bytes or as a memory map), so a
     reader's memory is one tensor, and an object store serves each byte once.
 
-    Reading in file order also hashes the bytes on the way, so `verify` can check the whole file against a
-    manifest entry without reading it a second time. With `reuse_buffer`, every read lands in one buffer
-    (no fresh memory to fault in per tensor): a tensor is then valid only until the next read.
+    The header is checked whole before any tensor is read (see `parse_header`; its length against the
+    file's size, so a corrupt length allocates nothing). Reading in file order also hashes the bytes on the
+    way, so `verify` can check the whole file against a manifest entry without reading it a second time.
+    With `reuse_buffer`, every read lands in one buffer (no fresh memory to fault in per tensor): a tensor
+    is then valid only until the next read.
     """
 
     def __init__(self, url: str, stream: Any, *, reuse_buffer: bool = False):
         self.url, self._stream = url, stream
         self._scratch: torch.Tensor | None = torch.empty(0, dtype=torch.uint8) if reuse_buffer else None
-        try:
-            prefix = stream.read(8)
-            (length,) = struct.unpack("<Q", prefix)
-            head = stream.read(length)
-            header = json.loads(head)
-        except Exception as e:  # noqa: BLE001 - any parse failure means the same thing to the user
-            raise CheckpointError(f"{url}: not a readable safetensors file ({e})") from e
-        self.metadata: dict[str, str] = header.pop("__metadata__", None) or {}
+        size = _stream_size(stream)
+        prefix = _read_exactly(stream, 8)
+        if len(prefix) < 8:
+            raise CheckpointError(
+                f"{url}: not a safetensors file: {len(prefix)} bytes, shorter than its header"
+            )
+        (length,) = struct.unpack("<Q", prefix)
+        room = MAX_HEADER if size is None else min(MAX_HEADER, size - 8)
+        if length > room:
+            raise CheckpointError(
+                f"{url}: not a safetensors file: its header length {length} is larger than "
+                + (f"the file ({size} bytes)" if room < MAX_HEADER else f"safetensors allows ({MAX_HEADER})")
+            )
+        head = _read_exactly(stream, length)
+        if len(head) < length:
+            raise CheckpointError(f"{url}: file ends inside the safetensors header; it is truncated")
+        data_size = None if size is None else size - 8 - length
+        self.metadata, self.infos = parse_header(
+            url, strict_json(head, f"{url}: the safetensors header"), data_size
+        )
         self._data_start = 8 + length
-        self.infos = dict(sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]))
         self._digest, self._hashed = storage.hasher(), self._data_start  # bytes hashed in order so far
         self._digest.update(prefix + head)
 
     def shape_and_dtype(self, name: str) -> tuple[tuple[int, ...], torch.dtype]:
         info = self.infos[name]
-        if info["dtype"] not in _FROM_CODE:
-            raise CheckpointError(f"{self.url}: tensor {name!r} has unknown dtype {info['dtype']}")
         return tuple(info["shape"]), _FROM_CODE[info["dtype"]]
 
     def read(self, name: str) -> torch.Tensor:
@@ -126,9 +257,6 @@ class SafetensorsReader:
         if self._data_start + start == self._hashed:
             self._digest.update(buffer.numpy())
             self._hashed = self._data_start + end
-        expected = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-        if expected != end - start:
-            raise CheckpointError(f"{self.url}: tensor {name!r} has {end - start} bytes for shape {shape}")
         return buffer.view(dtype).reshape(shape)
 
     def _buffer(self, nbytes: int) -> torch.Tensor:
@@ -149,13 +277,9 @@ class SafetensorsReader:
 
 
 def load_safetensors(data: bytes, url: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of a .safetensors file's bytes."""
-    try:
-        (length,) = struct.unpack("<Q", data[:8])
-        metadata = json.loads(data[8 : 8 + length]).get("__metadata__") or {}
-        return safetensors_from_bytes(data), metadata
-    except Exception as e:  # noqa: BLE001 - any parse failure means the same thing to the user
-        raise CheckpointError(f"{url}: not a readable safetensors file ({e})") from e
+    """Tensors and metadata of a .safetensors file's bytes (checked as `SafetensorsReader` checks a file)."""
+    reader = SafetensorsReader(url, io.BytesIO(data))
+    return {name: reader.read(name) for name in reader.infos}, reader.metadata
 
 
 def encode_state(obj: Any, tensors: dict[str, torch.Tensor] | None = None, path: str = "") -> Any:
