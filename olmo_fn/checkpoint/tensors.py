@@ -172,14 +172,15 @@ def parse_header(url: str, header: Any, data_size: int | None) -> tuple[dict[str
         raise CheckpointError(f"{url}: the safetensors header's __metadata__ is not an object of strings")
     checked = {name: _tensor_info(url, name, info) for name, info in header.items()}
     order = sorted(checked, key=lambda n: checked[n][2:])
+    past = [n for n in order if data_size is not None and checked[n][3] > data_size]
+    if past:
+        raise CheckpointError(
+            f"{url}: tensor {past[0][:80]!r} ends at byte {checked[past[0]][3]} of the data, past its end "
+            f"({data_size} bytes); the file is truncated or its header is wrong"
+        )
     position = 0
     for name in order:
         start, end = checked[name][2:]
-        if data_size is not None and end > data_size:
-            raise CheckpointError(
-                f"{url}: tensor {name[:80]!r} ends at byte {end} of the data, past its end ({data_size} "
-                "bytes); the file is truncated or its header is wrong"
-            )
         if start != position:
             what = (
                 "overlaps the tensor before it"
