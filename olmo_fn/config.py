@@ -83,6 +83,18 @@ class OptimizerConfig:
     """Also decay the token embedding."""
     fused: bool | None = None
     """Use torch's fused AdamW kernel; None = when the device supports it."""
+    skip_spikes: bool = False
+    """Skip an optimizer step whose loss or gradient norm is not finite, or more than skip_spikes_sigma
+    standard deviations above its mean over the last skip_spikes_window steps (OLMo-core's SkipStepAdamW): no
+    update of the parameters or AdamW state, while the schedule and data go on; logged as optim/step_skipped
+    and optim/skipped_steps. Off: a non-finite step stops the run (see olmo_fn/spikes.py)."""
+    skip_spikes_window: int = 128
+    """Steps whose losses and gradient norms give the mean and standard deviation (skip_spikes)."""
+    skip_spikes_sigma: float = 6.0
+    """Standard deviations above the window's mean beyond which a step is skipped (skip_spikes)."""
+    skip_spikes_min_values: int | None = None
+    """Values (the step's own included) the window needs before spikes are skipped; None = max(20, window //
+    2), at most window + 1. Non-finite steps are skipped from the first step."""
 
 
 SchedulerName = Literal[

@@ -17,6 +17,7 @@ from olmo_fn.config import TrainConfig
 from olmo_fn.data.memmap import TokenDataset, build_token_dataset
 from olmo_fn.errors import CheckpointError, ConfigError, OlmoFnError
 from olmo_fn.preemption import signal_numbers
+from olmo_fn.spikes import check_spike_config
 
 # ModelConfig fields that decide the parameters' shapes: a checkpoint must agree on them to load.
 _SHAPE_FIELDS = (
@@ -63,6 +64,7 @@ def preflight(cfg: TrainConfig, world_size: int, *, with_data: bool = True) -> C
     problems.check(_load_path, cfg)
     problems.check(_tokenizer, cfg)
     problems.check(signal_numbers, cfg.stop_signals)
+    problems.check(check_spike_config, cfg.optimizer)
     if problems.lines:
         raise ConfigError("\n".join(dict.fromkeys(problems.lines)))
     return checked

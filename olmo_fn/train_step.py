@@ -16,6 +16,7 @@ from torch import nn
 
 from olmo_fn.errors import TrainingError
 from olmo_fn.loss import IGNORE_INDEX, Normalization, loss_denominator, shift_labels
+from olmo_fn.spikes import SpikeWindow
 
 
 @dataclass
@@ -30,6 +31,8 @@ class StepMetrics:
     """Positions with a target."""
     batch_tokens: int
     """Every position of the batch (B x T), the original's loss denominator."""
+    skipped: str | None = None
+    """Why the optimizer step was skipped (a spike or a non-finite step, see olmo_fn.spikes); None = applied."""
 
     @property
     def ce_loss(self) -> float:
@@ -109,10 +112,13 @@ def train_step(
     normalization: Normalization = "batch_tokens",
     autocast_dtype: torch.dtype | None = None,
     dp_group: dist.ProcessGroup | None = None,
+    spikes: SpikeWindow | None = None,
 ) -> StepMetrics:
     """Accumulate gradients over the micro-batches of this rank's batch, clip, set the LR, step AdamW.
 
-    Raises TrainingError, before the optimizer moves, if the loss or the gradient norm is not finite.
+    Without `spikes`, raises TrainingError, before the optimizer moves, if the loss or the gradient norm is
+    not finite. With it, a non-finite or spiking step is recorded and skipped instead (parameters and
+    optimizer state untouched; StepMetrics.skipped says why), see olmo_fn.spikes.
     """
     device = next(model.parameters()).device
     micro = [
@@ -147,14 +153,20 @@ def train_step(
     _all_reduce_plain_grads(params, dp_group)
     grad_norm = grad_norm_and_clip(params, max_grad_norm).item()
     ce, z = sums.tolist()
-    if not (math.isfinite(ce) and math.isfinite(z) and math.isfinite(grad_norm)):
+    labelled = int(counts[1].item())
+    skipped = None
+    if spikes is not None:  # the global values, the same on every rank: every rank decides the same
+        skipped = spikes.judge(ce / max(labelled, 1), z / max(labelled, 1), grad_norm)
+    elif not (math.isfinite(ce) and math.isfinite(z) and math.isfinite(grad_norm)):
         optimizer.zero_grad(set_to_none=True)
         raise TrainingError(
             f"non-finite training step (loss sum {ce}, z-loss sum {z}, grad norm {grad_norm}); stopping without "
-            "applying it. Lower the learning rate, enable z-loss or clipping, or resume from the last checkpoint"
+            "applying it. Lower the learning rate, enable z-loss or clipping, or resume from the last checkpoint "
+            "(--optimizer.skip_spikes skips such steps instead)"
         )
     for group in optimizer.param_groups:
-        group["lr"] = lr
-    optimizer.step()
+        group["lr"] = lr  # also when skipped: the schedule goes on, and the logged rate is the step's
+    if skipped is None:
+        optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return StepMetrics(ce, z, grad_norm, lr, int(counts[1].item()), int(counts[2].item()))
+    return StepMetrics(ce, z, grad_norm, lr, labelled, int(counts[2].item()), skipped)

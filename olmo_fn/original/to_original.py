@@ -96,6 +96,8 @@ def _inexpressible(cfg: TrainConfig) -> list[str]:
             notes.append(
                 f"evaluators: {ev.label}:{ev.metric}: the original scores a task with its own metric only"
             )
+    if cfg.optimizer.skip_spikes:
+        notes.append("optimizer.skip_spikes: the original trainer never skips a step")
     if cfg.data.paths_file:
         notes.append(f"data.paths_file={cfg.data.paths_file}: list its entries under data.paths")
     if cfg.scheduler.name == "wsd" or cfg.scheduler.name == "constant_with_warmup":
