@@ -1,10 +1,11 @@
 """The typed values a training run threads through its loop, the hooks that observe it, and the save policy.
 
 `Run` holds what the loop works on (config, process environment, model, optimizer, loader, state,
-tracker, hooks); `Hooks` are the few places tests and tools look in (after the model is built, after a
-step, around a save, before a log line) instead of patching module internals; `saves_due` says which
-checkpoint kinds a step writes, `stop_save_kind` which one a run stopped by a signal writes, as pure
-functions of the config; the notes are the lines a run writes about its config when it starts.
+tracker, hooks, the spike window) and `trainer_state_dict` what a checkpoint keeps of it; `Hooks` are the
+few places tests and tools look in (after the model is built, after a step, around a save, before a log
+line) instead of patching module internals; `saves_due` says which checkpoint kinds a step writes,
+`stop_save_kind` which one a run stopped by a signal writes, as pure functions of the config; the notes are
+the lines a run writes about its config when it starts.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import torch
 from torch import nn
 
 from olmo_fn.config import TrainConfig
+from olmo_fn.data.loader import loader_state_dict
 from olmo_fn.dist import DistEnv
 from olmo_fn.loss import ORIGINAL_Z_LOSS_MULTIPLIER
+from olmo_fn.spikes import SpikeWindow
 
 
 @dataclass
@@ -62,6 +65,24 @@ class Run:
     tracker: Any = None
     hooks: Hooks = field(default_factory=Hooks)
     run_hash: str | None = None
+    spikes: SpikeWindow | None = None
+    """The recent losses and gradient norms steps are judged by (optimizer.skip_spikes; None when off)."""
+
+
+def trainer_state_dict(run: Run) -> dict:
+    """What a checkpoint keeps of a run besides model and optimizer: its TrainState, the world size, the
+    loader's position, the Aim run and the spike window (train.restore reads it back)."""
+    state = run.state
+    return {
+        "step": state.step,
+        "tokens_seen": state.tokens_seen,
+        "epoch": state.epoch,
+        "examples_seen_this_epoch": state.examples_seen_this_epoch,
+        "world_size": run.env.world_size,
+        "data_loader": loader_state_dict(run.loader),
+        "aim_run_hash": run.run_hash,
+        "spikes": run.spikes.state_dict() if run.spikes else None,
+    }
 
 
 def saves_due(cfg: TrainConfig, step: int, stop: int) -> list[bool]:

@@ -49,7 +49,9 @@ from olmo_fn.run_context import (
     original_trainer_note,
     saves_due,
     stop_save_kind,
+    trainer_state_dict,
 )
+from olmo_fn.spikes import SpikeWindow, spike_metrics
 from olmo_fn.tracking import Tracker, format_metrics
 from olmo_fn.train_step import train_step
 
@@ -110,19 +112,6 @@ def build_model(
     if init:
         init_weights(model, cfg.model, cfg.seed)
     return model
-
-
-def trainer_state_dict(run: Run) -> dict:
-    state = run.state
-    return {
-        "step": state.step,
-        "tokens_seen": state.tokens_seen,
-        "epoch": state.epoch,
-        "examples_seen_this_epoch": state.examples_seen_this_epoch,
-        "world_size": run.env.world_size,
-        "data_loader": loader_state_dict(run.loader),
-        "aim_run_hash": run.run_hash,
-    }
 
 
 def restore(
@@ -198,6 +187,7 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult | None:
     if trainer_state is not None and trainer_state.get("data_loader"):
         load_loader_state_dict(loader, trainer_state["data_loader"])
     run = Run(cfg, env, model, optimizer, loader, state, hooks=hooks or Hooks(), run_hash=run_hash)
+    run.spikes = SpikeWindow.from_config(cfg.optimizer, (trainer_state or {}).get("spikes"))
     for hook in run.hooks.after_build:
         hook(run)
     return _loop(run, checked, bolt_on)
@@ -257,12 +247,14 @@ def _loop(run: Run, evals: Checked, bolt_on: int | None) -> TrainResult:
                     cfg.scheduler, cfg.max_grad_norm, n, unit, lagged=cfg.original_trainer.lagged_clip_warmup
                 ),
                 z_loss_multiplier=z_loss, normalization=cfg.loss_normalization, autocast_dtype=autocast,
-                dp_group=env.dp_group,
+                dp_group=env.dp_group, spikes=run.spikes,
             )  # fmt: skip
             speed.record(time.perf_counter() - start, metrics.batch_tokens)
             state.step += 1
             state.tokens_seen += tokens_per_batch
             state.examples_seen_this_epoch = loader_state_dict(run.loader)["global_position"]
+            if metrics.skipped:
+                run.tracker.write(f"[step {state.step}] optimizer step skipped: {metrics.skipped}")
             for hook in run.hooks.after_step:
                 hook(run, batch, metrics)
             run.tracker.advance(state.step)
@@ -347,6 +339,7 @@ def _train_metrics(run: Run, m, speed: SpeedMeter) -> dict[str, float | None]:
         out["train/ZLoss"] = m.z_sum / max(m.batch_tokens, 1)
     out["train/CrossEntropyLoss.per_label_token"] = m.ce_loss
     out["optim/total_grad_norm"] = m.grad_norm
+    out.update(spike_metrics(run.spikes, m.skipped is not None))
     for i, group in enumerate(run.optimizer.param_groups):
         out[f"optim/learning_rate_group{i}"] = float(group["lr"])
     seconds = speed.seconds_per_step()
