@@ -42,6 +42,8 @@ def config() -> TrainConfig:
             weight_decay=0.1,
             decay_norm_and_bias=True,
             decay_embeddings=False,
+            # skip_spikes stays off, as in the runs these recipes reproduce: the original trainer could not
+            # skip a step. OLMo-core's later OLMo2-1B.py / OLMo2-7B.py scripts use SkipStepAdamW (13B: not).
         ),
         scheduler=SchedulerConfig(
             name="cosine_with_warmup",
