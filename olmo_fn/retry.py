@@ -73,8 +73,10 @@ def is_transient(e: BaseException) -> bool:
     seen: set[int] = set()
     while e is not None and id(e) not in seen:  # a wrapped cause counts (s3fs and fsspec wrap errors)
         seen.add(id(e))
-        if isinstance(e, _NOT_TRANSIENT) or isinstance(e, OlmoFnError):
+        if isinstance(e, OlmoFnError):
             return False
+        if isinstance(e, _NOT_TRANSIENT):  # fsspec's HTTP size/info calls any failure "not found"
+            return e.__cause__ is not None and is_transient(e.__cause__)
         if isinstance(e, (TransientError, ConnectionError, TimeoutError)):
             return True
         status = _status(e)

@@ -11,6 +11,7 @@ from typing import Any
 
 from olmo_fn.checkpoint import storage
 from olmo_fn.config import TrackingConfig
+from olmo_fn.errors import OlmoFnError
 
 log = logging.getLogger("olmo_fn")
 
@@ -75,9 +76,14 @@ class MetricsFile:
             self.lines.append(line)
 
     def flush(self) -> None:
+        """Write what is logged; on an object store that keeps failing, say so and keep the lines for the
+        next flush (metrics never stop a run: the checkpoint that follows reports a store that is down)."""
         self.end_row()
         if not self.local:
-            storage.write_bytes(self.url, "".join(line + "\n" for line in self.lines).encode())
+            try:
+                storage.write_bytes(self.url, "".join(line + "\n" for line in self.lines).encode())
+            except OlmoFnError as e:
+                print(f"warning: metrics not written now, kept for the next checkpoint: {e}", file=sys.stderr)
 
     def close(self) -> None:
         self.flush()

@@ -208,7 +208,9 @@ def list_files(url: str) -> dict[str, int]:
     if found is None:
         return {}
     return {
-        k[len(path.rstrip("/")) + 1 :]: int(v["size"]) if v.get("size") is not None else int(fs.size(k))
+        k[len(path.rstrip("/")) + 1 :]: int(v["size"])
+        if v.get("size") is not None
+        else size(fs.unstrip_protocol(k))
         for k, v in found.items()
         if v["type"] == "file"
     }
