@@ -89,8 +89,10 @@ def is_transient(e: BaseException) -> bool:
 
 
 def reason(e: BaseException) -> str:
-    """A short description of a failure for one line."""
-    text = " ".join(str(e).split()) or type(e).__name__
+    """A short description of a failure for one line (of its transient cause, where fsspec wraps one)."""
+    if isinstance(e, _NOT_TRANSIENT) and e.__cause__ is not None:
+        return reason(e.__cause__)
+    text = " ".join(str(e).split()) or ("timed out" if isinstance(e, TimeoutError) else type(e).__name__)
     return text if len(text) <= 160 else text[:157] + "..."
 
 

@@ -2,6 +2,7 @@
 non-zero exit, no traceback, and leaves the save folder as it was (the tiny recipe, run as its CLI runs,
 in this process). Rows about tools are tested next to them (the table names where)."""
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from olmo_fn.launch import run_cli
 from olmo_fn.recipes import load_recipe
 from tests.checkpoint import servers
+from tests.checkpoint.fault_proxy import FaultProxy
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--model.n_layers=1", "--model.d_model=64", "--model.n_heads=2", "--model.mlp_hidden_size=128",
@@ -53,6 +55,8 @@ ROWS = {  # what: (flags, the line says)
     "a model that does not fit the checkpoint": (["--data.paths=[{ok}]", "--load_path={checkpoint}", "--model.d_model=128"],
                                                  "load_path: the checkpoint's model.d_model is 64 but the run's is 128"),
     "a corrupt checkpoint": (["--data.paths=[{ok}]", "--load_path={corrupt}"], "differs from the manifest's"),
+    "a missing remote token file": (["--data.paths=[{url}/none.npy]"], "none.npy: file not found; check the path"),
+    "a remote path that times out": (["--data.paths=[{stalled}/ok.npy]"], "ok.npy: failed 2 times (Timeout on reading data from socket); check the connection"),
     "a 404 on a remote path": (["--data.paths=[{ok}]", "--load_path={url}/none/"], "not a checkpoint olmo_fn recognises"),
     "an existing save folder without --save_overwrite": (["--data.paths=[{ok}]", "--save_folder={existing}"],
                                                          "already holds checkpoints"),
@@ -64,15 +68,32 @@ ROWS = {  # what: (flags, the line says)
 }  # fmt: skip
 
 
+@contextlib.contextmanager
+def stalled_server():
+    """A server that accepts connections and never answers, behind short client timeouts and 2 tries."""
+    import aiohttp
+    import fsspec
+
+    with pytest.MonkeyPatch.context() as patch, FaultProxy("http://127.0.0.1:9", seed=0, rate=1.0,
+                                                           target=10**9, kinds=("timeout",)) as proxy:  # fmt: skip
+        patch.setenv("OLMO_FN_REMOTE_ATTEMPTS", "2")
+        patch.setenv("OLMO_FN_REMOTE_BACKOFF", "0.01")
+        patch.setitem(
+            fsspec.config.conf, "http", {"client_kwargs": {"timeout": aiohttp.ClientTimeout(sock_read=0.3)}}
+        )
+        yield proxy.url
+
+
 @pytest.mark.parametrize("what", list(ROWS))
 def test_bad_input_is_one_line_a_nonzero_exit_and_nothing_overwritten(what, files, tmp_path, capsys):
     flags, says = ROWS[what]
     recipe = load_recipe("olmo_tiny")
-    with servers.http_server(tmp_path / "served") as server:
+    (tmp_path / "served").mkdir()
+    with servers.http_server(tmp_path / "served") as server, stalled_server() as stalled:
         argv = [
             *TINY,
             f"--save_folder={tmp_path / 'run'}",
-            *(f.format(**files, url=server.url) for f in flags),
+            *(f.format(**files, url=server.url, stalled=stalled) for f in flags),
         ]
         before = sorted(p.name for p in Path(files["existing"]).iterdir())
         with pytest.raises(SystemExit) as stop:
