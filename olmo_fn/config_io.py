@@ -36,35 +36,74 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def config_from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
-    """Build dataclass `cls` from a dict as written by `config_to_dict`; unknown keys are an error."""
+    """Build dataclass `cls` from a dict as written by `config_to_dict`; unknown keys and values of the
+    wrong type are a ConfigError naming the field."""
+    return cls(**typed_fields(cls, data, where))
+
+
+def typed_fields(cls: type, data: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """The keyword arguments of dataclass `cls` in `data`, each checked against (and converted to) its
+    field's type: a ConfigError naming `where` + the field for an unknown key or a value of another type."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{where.rstrip('.') or 'config'}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(set(data) - names, key=str)
     if unknown:
         raise ConfigError(f"{where}{unknown[0]}: unknown config field; remove it or check its spelling")
-    kwargs = {k: _convert(hints[k], v, f"{where}{k}") for k, v in data.items()}
-    return cls(**kwargs)
+    return {k: _convert(hints[k], v, f"{where}{k}") for k, v in data.items()}
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
+    """`value` (as YAML or JSON read it) as type `tp`, checked: a ConfigError naming the field otherwise."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if value is None:
-        return None
     if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
         inner = [a for a in args if a is not type(None)]
         return _convert(inner[0], value, where) if len(inner) == 1 else value
+    if value is None:
+        raise ConfigError(f"{where}: must be set (null is not allowed here)")
     if dataclasses.is_dataclass(tp):
-        return config_from_dict(tp, value, where + ".")
-    if origin is tuple:
-        return tuple(value)
-    if origin is list:
-        return [_convert(args[0], v, where) for v in value] if args else list(value)
+        return value if isinstance(value, tp) else config_from_dict(tp, value, where + ".")
+    if origin is typing.Literal:
+        if not any(value == a and type(value) is type(a) for a in args):
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{where}: expected {len(args)} values, got {value!r}")
+            return tuple(_convert(a, v, where) for a, v in zip(args, value))
+        items = [_convert(args[0], v, where) for v in value] if args else list(value)
+        return tuple(items) if origin is tuple else items
     if origin is dict:
-        return {k: _convert(args[1], v, where) for k, v in value.items()} if args else dict(value)
-    if tp is float and isinstance(value, int | str):
-        return float(value)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        if not args:
+            return dict(value)
+        return {_convert(args[0], k, where): _convert(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    return _scalar(tp, value, where)
+
+
+def _scalar(tp: Any, value: Any, where: str) -> Any:
+    if tp is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)  # ints, and strings such as 1e-6 (which YAML 1.1 reads as text)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if tp is str and not isinstance(value, str):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)  # max_duration: 1000
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
     return value
 
 

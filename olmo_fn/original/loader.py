@@ -23,6 +23,11 @@ from olmo_fn.errors import ConfigError
 from olmo_fn.original.schema import LIST_STRUCTS, OPTIONAL_STRUCTS, SCHEMA
 
 
+def _error(message: str) -> ConfigError:
+    """A ConfigError of one line, whatever text of the config it quotes (a key may hold a line break)."""
+    return ConfigError("".join(c if c.isprintable() else repr(c)[1:-1] for c in message))
+
+
 class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader with OmegaConf's (YAML 1.2) float rule."""
 
@@ -46,12 +51,43 @@ _Loader.add_implicit_resolver(
 )
 
 
+MAX_VALUES = 1_000_000  # an official config holds a few thousand; aliases can make a short file hold 9**9
+
+
 def load_yaml(text: str | bytes, where: str = "config") -> Any:
-    """YAML text to Python values with OmegaConf's scalar rules."""
+    """YAML text to Python values with OmegaConf's scalar rules; ConfigError when it does not parse, nests
+    too deeply, or (through aliases, a "billion laughs" file) expands to more than MAX_VALUES values."""
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{where}: not valid YAML: {str(e).splitlines()[0]}") from e
+        value = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise _error(f"{where}: not valid YAML: nested too deeply") from None
+    except (yaml.YAMLError, ValueError) as e:  # ValueError: PyYAML's conversions (a date that is no date)
+        raise _error(f"{where}: not valid YAML: {_problem(e)}") from None
+    _check_expansion(value, where)
+    return value
+
+
+def _problem(e: Exception) -> str:
+    """What a YAML error says, in one line: its context and problem, and where."""
+    if isinstance(e, yaml.MarkedYAMLError) and e.problem:
+        mark = e.problem_mark or e.context_mark
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        return " ".join(p for p in (e.context, e.problem) if p) + at
+    return (str(e).splitlines() or [type(e).__name__])[0]
+
+
+def _check_expansion(value: Any, where: str) -> None:
+    """Count the values of a loaded tree as a reader walking it sees them (an alias as often as it is used)."""
+    stack, seen = [value], 0
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise _error(f"{where}: expands to more than {MAX_VALUES} values (YAML aliases?); refused")
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def merge_with_defaults(raw: dict[str, Any], where: str = "") -> dict[str, Any]:
@@ -61,11 +97,11 @@ def merge_with_defaults(raw: dict[str, Any], where: str = "") -> dict[str, Any]:
 
 def _merge(base: dict[str, Any], raw: Any, where: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where.rstrip('.') or 'config'}: expected a mapping, got {raw!r}")
+        raise _error(f"{where.rstrip('.') or 'config'}: expected a mapping, got {raw!r}")
     for key, value in raw.items():
         path = f"{where}{key}"
         if key not in base:
-            raise ConfigError(
+            raise _error(
                 f"{path}: not a field of the original OLMo TrainConfig; remove it or check its spelling"
             )
         base[key] = _merge_value(base[key], value, path)
@@ -79,7 +115,7 @@ def _merge_value(default: Any, value: Any, path: str) -> Any:
         if value is None:
             return []
         if not isinstance(value, list):
-            raise ConfigError(f"{path}: expected a list, got {value!r}")
+            raise _error(f"{path}: expected a list, got {value!r}")
         item = LIST_STRUCTS[path]
         return [_merge(copy.deepcopy(item), v, f"{path}[{i}].") for i, v in enumerate(value)]
     if isinstance(default, dict) and not _is_interpolation(value):
@@ -104,10 +140,10 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if isinstance(node, dict) and part in node and node[part] is None and path in OPTIONAL_STRUCTS:
                 node[part] = copy.deepcopy(OPTIONAL_STRUCTS[path])
             if not isinstance(node, dict) or not isinstance(node.get(part), dict):
-                raise ConfigError(f"--{key}: {path} is not a section of the original OLMo TrainConfig")
+                raise _error(f"--{key}: {path} is not a section of the original OLMo TrainConfig")
             node = node[part]
         if not isinstance(node, dict) or parts[-1] not in node:
-            raise ConfigError(f"--{key}: not a field of the original OLMo TrainConfig; check its spelling")
+            raise _error(f"--{key}: not a field of the original OLMo TrainConfig; check its spelling")
         node[parts[-1]] = _merge_value(node[parts[-1]], value, key)
     return tree
 
@@ -147,9 +183,7 @@ class _Resolver:
         args = [self._argument(a, where) for a in _split_top_level(inner[colon + 1 :], ",")]
         if name in RESOLVERS:
             return RESOLVERS[name](where, *args)
-        raise ConfigError(
-            f"{where}: unknown resolver ${{{name}:...}}; the original knows {', '.join(RESOLVERS)}"
-        )
+        raise _error(f"{where}: unknown resolver ${{{name}:...}}; the original knows {', '.join(RESOLVERS)}")
 
     def _argument(self, text: str, where: str) -> Any:
         text = text.strip()
@@ -159,11 +193,11 @@ class _Resolver:
 
     def lookup(self, key: str, where: str) -> Any:
         if key in self.active:
-            raise ConfigError(f"{where}: the interpolation ${{{key}}} refers back to itself")
+            raise _error(f"{where}: the interpolation ${{{key}}} refers back to itself")
         node: Any = self.root
         for part in key.split("."):
             if not isinstance(node, dict) or part not in node:
-                raise ConfigError(f"{where}: ${{{key}}} names no field of the config")
+                raise _error(f"{where}: ${{{key}}} names no field of the config")
             node = node[part]
         self.active.add(key)
         try:
@@ -195,7 +229,7 @@ def _split_interpolations(text: str, where: str) -> list[str | tuple[str]]:
                     break
             j += 1
         if depth:
-            raise ConfigError(f"{where}: unclosed interpolation in {text!r}")
+            raise _error(f"{where}: unclosed interpolation in {text!r}")
         pieces.append((text[start + 2 : j],))
         i = j + 1
 
@@ -229,9 +263,7 @@ def _env(where: str, name: str, *default: Any) -> Any:
         return os.environ[name]
     if default:
         return None if default[0] in ("null", None) else default[0]
-    raise ConfigError(
-        f"{where}: environment variable {name} is not set and ${{oc.env:{name}}} has no default"
-    )
+    raise _error(f"{where}: environment variable {name} is not set and ${{oc.env:{name}}} has no default")
 
 
 def _is_url(path: str) -> bool:
@@ -242,7 +274,7 @@ def _path_choose(where: str, *paths: str) -> str:
     for path in paths:
         if _is_url(path) or os.path.exists(path):
             return path
-    raise ConfigError(f"{where}: none of the paths of ${{path.choose:...}} exists: {', '.join(paths)}")
+    raise _error(f"{where}: none of the paths of ${{path.choose:...}} exists: {', '.join(paths)}")
 
 
 def _path_glob(where: str, *patterns: str) -> list[str]:
@@ -250,7 +282,7 @@ def _path_glob(where: str, *patterns: str) -> list[str]:
     for pattern in patterns:
         matches = sorted(_glob_any(pattern))
         if not matches:
-            raise ConfigError(f"{where}: ${{path.glob:{pattern}}} matches no file")
+            raise _error(f"{where}: ${{path.glob:{pattern}}} matches no file")
         out.extend(matches)
     return out
 
@@ -270,7 +302,7 @@ def _path_last_checkpoint(where: str, folder: str) -> str:
 
     latest = find_latest(folder)
     if latest is None:
-        raise ConfigError(f"{where}: ${{path.last_checkpoint:{folder}}}: no checkpoint in that folder")
+        raise _error(f"{where}: ${{path.last_checkpoint:{folder}}}: no checkpoint in that folder")
     return latest
 
 

