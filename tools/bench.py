@@ -29,7 +29,7 @@ from olmo_fn.benchmarks.eval import EvalBench, run_eval_bench
 from olmo_fn.benchmarks.load import LoadBench, run_load_bench
 from olmo_fn.benchmarks.train import TrainBench, run_train_bench
 from olmo_fn.config import DataConfig
-from olmo_fn.data.files import read_bytes
+from olmo_fn.data.files import read_range
 from olmo_fn.data.loader import build_train_loader
 from olmo_fn.data.memmap import TokenDataset, build_token_dataset
 from olmo_fn.data.order import build_global_indices
@@ -45,7 +45,7 @@ def raw_read_rate(dataset: TokenDataset, ids: np.ndarray) -> float:
     fds = {p: os.open(p, os.O_RDONLY) for p in set(paths) if "://" not in p}
     start = time.perf_counter()
     for path, offset in zip(paths, offsets, strict=True):
-        data = os.pread(fds[path], nbytes, offset) if path in fds else read_bytes(path, offset, nbytes)
+        data = os.pread(fds[path], nbytes, offset) if path in fds else read_range(path, offset, nbytes)
         np.frombuffer(data, dataset.dtype)
     elapsed = time.perf_counter() - start
     for fd in fds.values():

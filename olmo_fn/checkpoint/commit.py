@@ -8,7 +8,6 @@ moment leaves the previous checkpoint loadable and `latest` pointing at a comple
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import torch
@@ -18,10 +17,9 @@ from olmo_fn.checkpoint import storage
 from olmo_fn.checkpoint.collective import barrier, on_every_rank, rank_and_world
 from olmo_fn.checkpoint.dcp import write_sharded_dir
 from olmo_fn.checkpoint.native import Content, gather_full_state, write_native_dir
+from olmo_fn.checkpoint.run_folder import STEP_DIR as _STEP_DIR
+from olmo_fn.checkpoint.run_folder import TMP_DIR as _TMP_DIR
 from olmo_fn.errors import CheckpointError, ConfigError
-
-_STEP_DIR = re.compile(r"^step(\d+)(-unsharded)?$")
-_TMP_DIR = re.compile(r"^step\d+(-unsharded)?(-tmp|-old-tmp-\w+)$")
 
 
 def checkpoint_name(step: int, sharded: bool) -> str:

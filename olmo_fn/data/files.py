@@ -62,7 +62,7 @@ def file_size(path: str) -> int:
         raise DataError(f"{path}: cannot read the file ({e}); check the path and the connection") from e
 
 
-def read_bytes(path: str, start: int, length: int) -> bytes:
+def read_range(path: str, start: int, length: int) -> bytes:
     """Bytes [start, start+length) of a local or remote file, as one byte-range read."""
     try:
         local = local_file_path(path)
@@ -108,7 +108,7 @@ def read_ranges(requests: list[tuple[str, int, int]]) -> list[bytes]:
                 raise DataError(
                     f"{path}: cannot read bytes {start}..{start + length} ({data}); check the file"
                 )
-            out[i] = read_bytes(path, start, length)  # transient, or cut short: again, alone, with retries
+            out[i] = read_range(path, start, length)  # transient, or cut short: again, alone, with retries
     return out
 
 
@@ -147,7 +147,7 @@ def describe_token_file(
             )
     if vocab_size is not None and num_tokens:
         sample = np.frombuffer(
-            read_bytes(path, 0, min(num_tokens, VOCAB_SAMPLE_TOKENS) * dtype.itemsize), dtype
+            read_range(path, 0, min(num_tokens, VOCAB_SAMPLE_TOKENS) * dtype.itemsize), dtype
         )
         check_vocab(sample, vocab_size, path)
     return TokenFile(path, num_tokens, label_mask_path, dict(metadata or {}))

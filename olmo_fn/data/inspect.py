@@ -12,7 +12,7 @@ from typing import Any
 import fsspec
 import numpy as np
 
-from olmo_fn.config import DataConfig, InstanceFilterConfig
+from olmo_fn.config import DataConfig
 from olmo_fn.data.memmap import TokenDataset, build_token_dataset
 from olmo_fn.data.order import batch_indices, build_global_indices, global_indices_path, read_global_indices
 from olmo_fn.errors import ConfigError
@@ -45,14 +45,16 @@ def load_config_dict(path: str) -> dict[str, Any]:
 
 
 def data_config_from_dict(raw: dict[str, Any]) -> DataConfig:
-    """A DataConfig from a config's `data` section, ignoring keys olmo_fn does not use."""
+    """A DataConfig from a config's `data` section (olmo_fn's or the original's), through the one typed reader
+    of configs: every value checked against its field. Keys olmo_fn does not use are dropped by name first
+    (the original's sections carry some), so only those are not an error."""
+    from olmo_fn.config_io import config_from_dict
+
     known = {f.name for f in fields(DataConfig)}
     values = {k: v for k, v in raw.items() if k in known}
-    if isinstance(values.get("instance_filter"), dict):
-        values["instance_filter"] = InstanceFilterConfig(**values["instance_filter"])
     if values.get("paths") is None:
         values["paths"] = []
-    return DataConfig(**values)
+    return config_from_dict(DataConfig, values, "data.")
 
 
 def run_data_from_dict(cfg: dict[str, Any], source: str) -> RunData:

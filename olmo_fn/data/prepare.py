@@ -182,15 +182,10 @@ def train_bpe_tokenizer(
 
 
 def save_text(path: str, text: str) -> None:
-    """Write a text file through a temporary name and a rename."""
-    fs, stripped = fsspec.core.url_to_fs(path)
-    parent = os.path.dirname(stripped)
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    tmp = f"{stripped}.tmp-{uuid.uuid4().hex[:8]}"
-    with fs.open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    fs.mv(tmp, stripped)
+    """Write a text file, local or remote, through storage's atomic write (a temporary name and a rename)."""
+    from olmo_fn.checkpoint import storage
+
+    storage.write_bytes(path, text.encode("utf-8"))
 
 
 class AtomicWriter:
