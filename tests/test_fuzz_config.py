@@ -133,7 +133,7 @@ VALUES = st.none() | st.booleans() | st.integers(-3, 10**6) | st.floats(allow_na
     st.lists(st.integers(0, 3) | st.text(max_size=3), max_size=2) | st.dictionaries(st.text(max_size=3), st.integers(), max_size=1)  # fmt: skip
 
 
-@fuzz(250)
+@fuzz(150)
 @given(st.lists(st.tuples(st.sampled_from(PATHS), VALUES), min_size=1, max_size=2))
 def test_an_olmo_fn_config_changed(changes):
     data = yaml.safe_load(yaml.safe_dump(PLAIN))
@@ -174,7 +174,7 @@ VALUE = (
 )
 
 
-@fuzz(100)
+@fuzz(60)
 @given(st.lists(st.tuples(ARG, st.booleans(), VALUE, st.booleans()), max_size=3))
 def test_command_lines(args):
     argv = []
@@ -194,4 +194,66 @@ def test_command_lines(args):
 def test_command_lines_that_do_not_parse_say_so_in_one_line(argv):
     with pytest.raises(ConfigError, match="see `python x.py --help`") as e:
         parse_cli(TrainConfig, TrainConfig(), argv, program="x.py")
+    _one_line(e.value)
+
+
+# --- what the fuzzing found, pinned -----------------------------------------------------------------------
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8)
+)  # 9**9 values in 9 lines
+
+
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        (BOMB, "expands to more than 1000000 values"),
+        ("[" * 1200, "nested too deeply"),
+        ("{[1]: 2}", r"found unhashable key \(line 1, column 2\)"),
+        ("a: 1\nb: 2\na: 3", r"found 'a' twice \(line 3, column 1\)"),
+        ("x: !!python/object:os.system x", "could not determine a constructor"),
+    ],
+)
+def test_yaml_that_cannot_be_read_safely_is_refused(text, says):
+    with pytest.raises(ConfigError, match=says) as e:
+        load_yaml(text, "c.yaml")
+    _one_line(e.value)
+
+
+@pytest.mark.parametrize(
+    "path, value, says",
+    [
+        (("model", "d_model"), None, "model.d_model: must be set"),
+        (("seed",), "7", "seed: expected an integer, got '7'"),
+        (("optimizer", "learning_rate"), "fast", "optimizer.learning_rate: expected a number"),
+        (("data", "paths"), "a.npy", "data.paths: expected a list"),
+        (("precision", ), "fp16", "precision: 'fp16' is not one of"),
+        (("save_overwrite",), "yes", "save_overwrite: expected true or false"),
+    ],
+)  # fmt: skip
+def test_an_olmo_fn_config_value_of_the_wrong_type_names_its_field(path, value, says):
+    data = config_to_dict(TrainConfig())
+    node = data
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    with pytest.raises(ConfigError, match=says):
+        config_from_dict(TrainConfig, data)
+
+
+@pytest.mark.parametrize(
+    "override, says",
+    [
+        ("--seed=.inf", "seed: expected an integer, got inf"),
+        ("--seed=abc", "seed: expected a number, got 'abc'"),
+        ("--save_overwrite=maybe", "save_overwrite: expected true or false, got 'maybe'"),
+        ("--model.d_model=", "model.d_model: expected a number, got None"),
+        ("--data.paths=a.npy", "data.paths: expected a list, got 'a.npy'"),
+        ("--model.eos_token_id='249'", "model.eos_token_id: expected an integer, got '249'"),
+        ("--activation_checkpointing=[1]", "activation_checkpointing: expected a strategy name"),
+    ],
+)
+def test_an_original_value_of_the_wrong_type_names_its_field(override, says):
+    with pytest.raises(ConfigError, match=says) as e:
+        train_config_from_original(read_original_config(MINIMAL, [override]))
     _one_line(e.value)

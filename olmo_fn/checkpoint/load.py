@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-import yaml
 from torch import nn
 
 from olmo_fn.checkpoint import storage
@@ -110,7 +109,7 @@ def config_of_checkpoint(path: str) -> dict[str, Any] | None:
     if kind == "hf":
         return hf_config_json(path)
     if kind == "olmo":
-        return yaml.safe_load(storage.read_bytes(storage.join(path, "config.yaml")))
+        return olmo_config(path)[0]
     return read_config(path, read_manifest(path))
 
 

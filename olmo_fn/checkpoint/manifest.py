@@ -56,7 +56,7 @@ def read_trainer_state(url: str, stem: str, manifest: dict[str, Any] | None) -> 
     tensors, _ = load_safetensors(read_checked(url, f"{stem}.safetensors", manifest), name)
     try:
         return decode_state(tree, tensors)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
         raise CheckpointError(f"{url}/{stem}.json: not a trainer state olmo_fn wrote ({e!r})") from None
 
 

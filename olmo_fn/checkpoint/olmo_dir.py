@@ -216,6 +216,15 @@ def train_state_from_olmo(train: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _trainer_state(train: dict[str, Any], url: str) -> dict[str, Any]:
+    try:
+        return train_state_from_olmo(train)
+    except (TypeError, ValueError, OverflowError) as e:  # counts that are no numbers
+        raise CheckpointError(
+            f"{url}: the train file holds no trainer state the original writes ({e})"
+        ) from None
+
+
 def _unprefixed(name: str) -> str:
     """A parameter name without the wrappers of the original's FSDP or DDP."""
     name = name.replace("_fsdp_wrapped_module.", "")
@@ -297,7 +306,7 @@ def olmo_source(url: str, with_optim: bool = True) -> Source:
             items += _optim_items(optim, cfg, url)
         with ExitStack() as small:
             train = olmo_file_tree(url, "train", small)
-            trainer_state = train_state_from_olmo(materialize(train)) if isinstance(train, dict) else None
+            trainer_state = _trainer_state(materialize(train), url) if isinstance(train, dict) else None
         return converted_source(items, stack, trainer_state=trainer_state, config=config, kind="olmo")
     except BaseException:
         stack.close()  # the files opened so far

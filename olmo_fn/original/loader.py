@@ -29,12 +29,27 @@ def _error(message: str) -> ConfigError:
 
 
 class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader with OmegaConf's (YAML 1.2) float rule."""
+    """PyYAML's safe loader read as OmegaConf's loader reads: its (YAML 1.2) float rule, dates left as text,
+    and a string key given twice in one mapping refused (PyYAML alone silently keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[str] = set()
+        for key, _ in node.value:
+            if key.tag == yaml.resolver.BaseResolver.DEFAULT_SCALAR_TAG:
+                if key.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"found {key.value!r} twice",
+                        key.start_mark,
+                    )
+                seen.add(key.value)
+        return super().construct_mapping(node, deep=deep)
 
 
-_FLOAT_TAG = "tag:yaml.org,2002:float"
+_FLOAT_TAG, _DATE_TAG = "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp"
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != _FLOAT_TAG]
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_FLOAT_TAG, _DATE_TAG)]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver(
