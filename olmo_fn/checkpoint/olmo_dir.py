@@ -91,8 +91,11 @@ def load_pt(url: str) -> Any:
         raise CheckpointError(
             f"{url}: refused to load (only tensors and allow-listed types are read): {why}"
         ) from None
-    except RuntimeError as e:
-        raise CheckpointError(f"{url}: not a readable PyTorch file ({e})") from e
+    except FileNotFoundError as e:
+        raise CheckpointError(f"{url}: no such file") from e
+    except Exception as e:  # noqa: BLE001 - corrupt bytes raise anything from torch's zip and pickle readers
+        why = (str(e).splitlines() or [""])[0][:200] or type(e).__name__
+        raise CheckpointError(f"{url}: not a readable PyTorch file ({why})") from None
 
 
 def _insert(tree: dict[Any, Any], path: tuple[Any, ...], value: Any, url: str) -> None:

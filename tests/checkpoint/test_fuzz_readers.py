@@ -3,6 +3,7 @@ files. Property: every input either loads correctly or raises a CheckpointError 
 file; never another exception, and never tensors that differ from what the safetensors library reads."""
 
 import base64
+import io
 import json
 import math
 import os
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 
 from olmo_fn.checkpoint import storage
 from olmo_fn.checkpoint.manifest import parse_manifest
-from olmo_fn.checkpoint.olmo_dir import decode_key
+from olmo_fn.checkpoint.olmo_dir import decode_key, load_pt
 from olmo_fn.checkpoint.tensors import SafetensorsReader, load_safetensors
 from olmo_fn.errors import CheckpointError
 
@@ -197,6 +198,37 @@ def test_pickled_keys_changed(flips):
 @given(st.binary(max_size=40) | st.builds(lambda v: pickle.dumps(v), JSON))
 def test_pickled_keys_random(data):
     _decoded_or_refused(base64.urlsafe_b64encode(data).decode())
+
+
+PT = io.BytesIO()
+torch.save({"w": torch.arange(4.0), "step": 3, "rng": [1, 2]}, PT)
+PT = PT.getvalue()
+
+
+def _pt_or_refused(data: bytes, scratch: Path) -> None:
+    path = scratch.with_suffix(".pt")
+    path.write_bytes(data)
+    try:
+        loaded = load_pt(str(path))
+    except CheckpointError as e:
+        _refused_in_one_line(e, f"{path}: ")
+        return
+    assert loaded is not None
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@fuzz(100)
+@given(st.binary(max_size=100) | st.lists(st.tuples(st.integers(0, len(PT) - 1), st.integers(1, 255)), min_size=1,
+                                           max_size=3).map(lambda flips: _flipped(PT, flips)))  # fmt: skip
+def test_pt_files(scratch, data):
+    _pt_or_refused(data, scratch)
+
+
+def _flipped(data: bytes, flips: list[tuple[int, int]]) -> bytes:
+    out = bytearray(data)
+    for i, x in flips:
+        out[i] ^= x
+    return bytes(out)
 
 
 # --- the manifest reader ----------------------------------------------------------------------------------
