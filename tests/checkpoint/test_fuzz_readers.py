@@ -216,7 +216,7 @@ def _pt_or_refused(data: bytes, scratch: Path) -> None:
     assert loaded is not None
 
 
-@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol", "ignore:Defining your `__torch_function__`")
 @fuzz(100)
 @given(st.binary(max_size=100) | st.lists(st.tuples(st.integers(0, len(PT) - 1), st.integers(1, 255)), min_size=1,
                                            max_size=3).map(lambda flips: _flipped(PT, flips)))  # fmt: skip
