@@ -42,6 +42,7 @@ from olmo_fn.checkpoint.collective import (
 )
 from olmo_fn.checkpoint.dcp_fs import RemoteFileSystem
 from olmo_fn.checkpoint.manifest import (
+    check_files,
     read_checked,
     read_config,
     read_manifest,
@@ -282,24 +283,6 @@ def write_sharded_dir(
     on_every_rank(lambda: rank == 0 and write_manifest(url, "sharded", step, dict(sorted(merged.items()))))
 
 
-def check_sizes(url: str, manifest: dict[str, Any]) -> None:
-    """Every file of the manifest is there with its size (a listing, no reading)."""
-    sizes = storage.list_files(url)
-    for name, entry in manifest["files"].items():
-        if name not in sizes:
-            try:
-                sizes[name] = storage.size(storage.join(url, name))  # not listable (https): ask each file
-            except (FileNotFoundError, OSError) as e:
-                raise CheckpointError(
-                    f"{url}: {name} is missing; the checkpoint is incomplete: load another one"
-                ) from e
-        if sizes[name] != entry["size"]:
-            raise CheckpointError(
-                f"{url}: {name} has {sizes[name]} bytes, the manifest {entry['size']}; the file is corrupt or "
-                "was changed after saving: restore it or load another checkpoint"
-            )
-
-
 def verify_sharded_dir(url: str, manifest: dict[str, Any]) -> None:
     """Check every file's checksum (reading spread over ranks); CheckpointError on all ranks if one fails."""
     rank, world = rank_and_world()
@@ -324,7 +307,7 @@ def load_sharded_dir(
     the slices it owns. Sizes are always checked; `verify` also reads every file once for its checksum.
     Returns (this rank's trainer state, config)."""
     manifest = read_manifest(url)
-    check_sizes(url, manifest)
+    check_files(url, manifest)
     if verify:
         verify_sharded_dir(url, manifest)
     rank, world = rank_and_world()
@@ -362,7 +345,7 @@ def read_sharded_full(
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """Full model tensors and flat optimizer state of a sharded folder, without a model (for unsharding)."""
     manifest = read_manifest(url)
-    check_sizes(url, manifest)
+    check_files(url, manifest)
     metadata = dcp_reader(storage.join(url, DCP_DIR)).read_metadata()
     wanted = ("model.", "optim.") if with_optim else ("model.",)
     tensors = {
