@@ -16,7 +16,7 @@ from torch import nn
 from olmo_fn.checkpoint import storage
 from olmo_fn.checkpoint.dcp import load_sharded_dir, read_sharded_full, trainer_state_and_config
 from olmo_fn.checkpoint.hf_dir import hf_config_json, hf_source, read_hf_config
-from olmo_fn.checkpoint.manifest import check_files, read_config, read_manifest
+from olmo_fn.checkpoint.manifest import read_config, read_manifest
 from olmo_fn.checkpoint.native import Content, native_source, write_native_dir
 from olmo_fn.checkpoint.olmo_dir import olmo_config, olmo_source
 from olmo_fn.checkpoint.source import Source, apply_source, collect
@@ -79,7 +79,6 @@ def load_checkpoint(
     path = path.rstrip("/")
     kind = detect_kind(path)
     if kind == "sharded":
-        check_files(path, read_manifest(path))
         trainer_state, config = load_sharded_dir(path, model, optimizer, verify=verify)
         return LoadedCheckpoint(trainer_state, config, kind)
     header = apply_source(lambda with_optim: _SOURCES[kind](path, with_optim), model, optimizer)
@@ -118,7 +117,6 @@ def read_model_state(path: str) -> tuple[dict[str, torch.Tensor], ModelConfig]:
     path = path.rstrip("/")
     cfg = model_config_of_checkpoint(path)
     if detect_kind(path) == "sharded":
-        check_files(path, read_manifest(path))
         return read_sharded_full(path, with_optim=False)[0], cfg
     tensors = collect(open_source(path, with_optim=False))
     return {k[len("model.") :]: v for k, v in tensors.items()}, cfg
@@ -129,7 +127,6 @@ def unshard(input_path: str, output_path: str) -> None:
     input_path, output_path = input_path.rstrip("/"), output_path.rstrip("/")
     if detect_kind(input_path) != "sharded":
         raise CheckpointError(f"{input_path}: not a sharded olmo_fn checkpoint (it has no model_and_optim/)")
-    check_files(input_path, read_manifest(input_path))
     if storage.list_names(output_path):
         raise CheckpointError(f"{output_path}: exists and is not empty; choose a new output folder")
     model, optim = read_sharded_full(input_path)
