@@ -122,14 +122,15 @@ def read_model_state(path: str) -> tuple[dict[str, torch.Tensor], ModelConfig]:
     return {k[len("model.") :]: v for k, v in tensors.items()}, cfg
 
 
-def unshard(input_path: str, output_path: str) -> None:
-    """Turn a sharded olmo_fn checkpoint into a native unsharded one (model, optimizer, trainer state)."""
+def unshard(input_path: str, output_path: str, overwrite: bool = False) -> None:
+    """Turn a sharded olmo_fn checkpoint into a native unsharded one (model, optimizer, trainer state),
+    published only when complete; an existing output is replaced only with `overwrite`."""
     input_path, output_path = input_path.rstrip("/"), output_path.rstrip("/")
+    storage.check_output(output_path, overwrite, reads=[input_path])
     if detect_kind(input_path) != "sharded":
         raise CheckpointError(f"{input_path}: not a sharded olmo_fn checkpoint (it has no model_and_optim/)")
-    if storage.list_names(output_path):
-        raise CheckpointError(f"{output_path}: exists and is not empty; choose a new output folder")
     model, optim = read_sharded_full(input_path)
     trainer_state, config = trainer_state_and_config(input_path)
     step = read_manifest(input_path)["step"]
-    write_native_dir(output_path, Content(model, optim, trainer_state, config), step)
+    content = Content(model, optim, trainer_state, config)
+    storage.write_then_publish(output_path, lambda folder: write_native_dir(folder, content, step))

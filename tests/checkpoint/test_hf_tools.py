@@ -147,3 +147,40 @@ def test_convert_to_hf_never_replaces_what_it_was_not_told_to(tmp_path):
         "generation_config.json",
         "model.safetensors",
     ]
+
+
+def test_convert_from_hf_and_unshard_publish_whole_outputs_and_replace_only_when_told(tmp_path):
+    cfg = tiny_cfg(eos_token_id=0, pad_token_id=1)
+    model, opt = trained(cfg)
+    sharded = save_checkpoint(
+        str(tmp_path / "run"), 2, model, opt, trainer_state(), config_dict(cfg), sharded=True, keep=1
+    )
+    hf = tmp_path / "hf"
+    _tool("convert_to_hf")(input_dir=sharded, output_dir=str(hf))
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "mine.txt").write_text("keep me")
+    (tmp_path / "a-file").write_text("x")
+    runs = {
+        "convert_from_hf": lambda out, **kw: _tool("convert_from_hf")(
+            input_dir=str(hf), output_dir=str(out), **kw
+        ),
+        "unshard": lambda out, **kw: _tool("unshard")(sharded, str(out), **kw),
+    }
+    for name, run in runs.items():
+        for output, says in [
+            (existing, "already exists; pass --overwrite"),
+            (tmp_path / "a-file", "is a file"),
+        ]:
+            with pytest.raises(OlmoFnError, match=says):
+                run(output)
+        assert (existing / "mine.txt").read_text() == "keep me" and (tmp_path / "a-file").read_text() == "x"
+        run(tmp_path / name)
+        assert detect_kind(str(tmp_path / name)) == "unsharded", name
+        assert not [p.name for p in tmp_path.iterdir() if "-tmp-" in p.name]  # nothing left half-written
+    with pytest.raises(OlmoFnError, match="would replace the input"):
+        runs["unshard"](tmp_path / "run")
+    runs["unshard"](existing, overwrite=True)
+    assert (
+        "mine.txt" not in {p.name for p in existing.iterdir()} and detect_kind(str(existing)) == "unsharded"
+    )
