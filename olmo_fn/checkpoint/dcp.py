@@ -54,7 +54,7 @@ from olmo_fn.checkpoint.manifest import (
     write_trainer_state,
 )
 from olmo_fn.checkpoint.source import apply_hyperparameters, state_targets
-from olmo_fn.checkpoint.tensors import decode_state
+from olmo_fn.checkpoint.tensors import decode_state, strict_json
 from olmo_fn.errors import CheckpointError
 
 DCP_DIR = "model_and_optim"
@@ -320,9 +320,17 @@ def load_sharded_dir(
     except Exception as e:  # noqa: BLE001 - DCP raises CheckpointException, RuntimeError, KeyError ...
         raise CheckpointError(f"{url}: the sharded checkpoint does not fit this model/optimizer: {e}") from e
     if with_optim:
-        saved = json.loads(read_checked(url, "optim.json", manifest))
+        saved = _optim_json(url, manifest)
         apply_hyperparameters(optimizer, model, {k: decode_state(v, {}) for k, v in saved.items()})
     return _trainer_state_of_rank(url, manifest, rank), read_config(url, manifest)
+
+
+def _optim_json(url: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    """optim.json: the optimizer's non-tensor state, a JSON object (one clear error otherwise)."""
+    saved = strict_json(read_checked(url, "optim.json", manifest), storage.join(url, "optim.json"))
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{url}/optim.json: not the optimizer state olmo_fn writes (a JSON object)")
+    return saved
 
 
 def _trainer_state_of_rank(url: str, manifest: dict[str, Any], rank: int) -> dict[str, Any] | None:
@@ -358,7 +366,7 @@ def read_sharded_full(
     model = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     if not with_optim or "optim.json" not in manifest["files"]:
         return model, None
-    rest = {k: decode_state(v, {}) for k, v in json.loads(read_checked(url, "optim.json", manifest)).items()}
+    rest = {k: decode_state(v, {}) for k, v in _optim_json(url, manifest).items()}
     return model, {k[len("optim.") :]: v for k, v in tensors.items() if k.startswith("optim.")} | rest
 
 

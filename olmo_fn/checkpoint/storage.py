@@ -14,7 +14,6 @@ uploaded whole, so an upload cut short is sent again from the start instead of b
 from __future__ import annotations
 
 import io
-import json
 import os
 import tempfile
 import uuid
@@ -144,11 +143,6 @@ class RemoteReader(io.RawIOBase):
         if not self.closed:
             self.file.close()
         super().close()
-
-
-def read_json(url: str) -> Any:
-    """A JSON file's content."""
-    return json.loads(read_bytes(url))
 
 
 @contextmanager

@@ -126,7 +126,7 @@ def test_model_only_load_and_unshard_tool(tmp_path):
     assert_same_model(model, model3)
     assert_same_optim(model, opt, model3, opt3)
     assert loaded.trainer_state["step"] == 3 and loaded.config["model"]["n_kv_heads"] == 2
-    with pytest.raises(CheckpointError, match="not empty"):
+    with pytest.raises(ConfigError, match="already exists; pass --overwrite"):
         unshard(path, out)
 
 
