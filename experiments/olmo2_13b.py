@@ -19,6 +19,7 @@ def config() -> TrainConfig:
         save_folder="runs/OLMo-2-13B",
         global_train_batch_size=2048,
         model=olmo2_13b(),
+        optimizer=replace(olmo2_7b.config().optimizer, skip_spikes=False),  # OLMo-core's OLMo2-13B.py: AdamW
     )
 
 

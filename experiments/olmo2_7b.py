@@ -42,8 +42,10 @@ def config() -> TrainConfig:
             weight_decay=0.1,
             decay_norm_and_bias=True,
             decay_embeddings=False,
-            # skip_spikes stays off, as in the runs these recipes reproduce: the original trainer could not
-            # skip a step. OLMo-core's later OLMo2-1B.py / OLMo2-7B.py scripts use SkipStepAdamW (13B: not).
+            # As OLMo-core's OLMo2-1B.py and OLMo2-7B.py train OLMo 2 (SkipStepAdamW, window 128, 6 sigma;
+            # its OLMo2-13B.py does not): a step whose loss or grad norm spikes is skipped. The original
+            # trainer of the official runs could not skip; --optimizer.no-skip-spikes trains as it did.
+            skip_spikes=True,
         ),
         scheduler=SchedulerConfig(
             name="cosine_with_warmup",
