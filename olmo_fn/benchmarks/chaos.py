@@ -1,12 +1,13 @@
 """Random kills: a training run SIGKILLed at seeded random moments, each time resumed with
 try_load_latest_save, against the same run never killed.
 
-    python tools/bench.py chaos --kills 20
+    python tools/bench.py chaos --kills 5    # one kill in each phase; --kills 20: four in each
 
 The run (a tiny model; a checkpoint every 2 steps, an evaluation every 3) trains in a child process. The
-parent kills it with SIGKILL in each phase in turn (the first step after a resume; a step, an evaluation
-or a save after a random delay), as soon as the child's hooks report entering it, notes where it was, and
-starts the next child, which resumes. After the last kill a child trains to the end. Printed:
+parent kills it with SIGKILL in each phase in turn (a step, an evaluation, a save, the update of the `latest`
+pointer after a save is published, where the child lingers 5 ms; the first step after a resume), after a
+random delay as soon as the child reports entering it, notes where it was, and starts the next child, which
+resumes. After the last kill a child trains to the end. Printed:
 where the kills landed, whether every loss any child logged equals the uninterrupted run's at that step,
 and whether the final parameters are bitwise equal.
 """
@@ -35,8 +36,10 @@ PHASES = {
     "step": "a step",
     "eval": "an evaluation",
     "save": "a save",
+    "pointer": "the pointer update",
     "resume": "the first step after a resume",
 }
+POINTER_HOLD = 0.005  # seconds the child lingers at a pointer update, so that a kill can land inside it
 
 
 @dataclass
@@ -87,6 +90,16 @@ def child(config_path: str, phase_path: str) -> None:
     def phase(name: str) -> None:
         os.pwrite(fd, name.ljust(8).encode(), 0)
 
+    from olmo_fn.checkpoint import storage
+
+    set_pointer = storage.set_pointer
+
+    def slow_set_pointer(*args) -> None:  # the checkpoint is published; `latest` is about to move
+        phase("pointer")
+        time.sleep(POINTER_HOLD)
+        set_pointer(*args)
+
+    storage.set_pointer = slow_set_pointer
     hooks = Hooks(
         after_build=[lambda run: phase("resume" if run.state.step else "step")],
         after_step=[lambda run, b, m: phase("eval" if run.state.step % cfg.eval_interval == 0 else "step")],
