@@ -145,9 +145,52 @@ class RemoteReader(io.RawIOBase):
         super().close()
 
 
+class AtomicFile:
+    """A file written piece by piece and published whole by commit(): a local one under a temporary name
+    beside it, fsynced and renamed; a remote one spooled to $TMPDIR and uploaded in one piece (retried).
+    abort() leaves nothing behind, and until commit() readers see the file as it was."""
+
+    def __init__(self, url: str):
+        self.url, self.size = url, 0
+        if is_local(url):
+            path = local_path(url)
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            self._tmp: str | None = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+            self.file: IO[bytes] = open(self._tmp, "wb")  # noqa: SIM115 - closed by commit/abort
+        else:
+            self._tmp = None
+            self.file = tempfile.NamedTemporaryFile(prefix="olmo_fn-upload-")  # noqa: SIM115 - as above
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Append bytes."""
+        self.file.write(data)
+        self.size += memoryview(data).nbytes
+
+    def commit(self) -> None:
+        """Publish what was written under the final name."""
+        self.file.flush()
+        if self._tmp is not None:
+            os.fsync(self.file.fileno())
+            self.file.close()
+            os.replace(self._tmp, local_path(self.url))
+            return
+        fs, path = url_to_fs(self.url)
+        try:
+            retry.retrying(self.url, lambda: fs.put_file(self.file.name, path))
+        finally:
+            self.file.close()
+
+    def abort(self) -> None:
+        """Drop what was written."""
+        self.file.close()
+        if self._tmp is not None and os.path.exists(self._tmp):
+            os.remove(self._tmp)
+
+
 @contextmanager
 def open_write(url: str) -> Iterator[IO[bytes]]:
-    """A binary file opened for writing; local files are fsynced before close."""
+    """A binary file opened for writing: local files are written in place and fsynced before close (their
+    folder is published whole, see commit.py); remote ones are an AtomicFile."""
     if is_local(url):
         path = local_path(url)
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -156,24 +199,28 @@ def open_write(url: str) -> Iterator[IO[bytes]]:
             f.flush()
             os.fsync(f.fileno())
         return
-    fs, path = url_to_fs(url)
-    with tempfile.NamedTemporaryFile(prefix="olmo_fn-upload-") as f:
-        yield f
-        f.flush()
-        retry.retrying(url, lambda: fs.put_file(f.name, path))
+    out = AtomicFile(url)
+    try:
+        yield out.file
+    except BaseException:
+        out.abort()
+        raise
+    out.commit()
 
 
 def write_bytes(url: str, data: bytes) -> None:
-    """Write a whole file (local writes go through a temporary name, so readers never see half of it)."""
+    """Write a whole file atomically: readers see the old file or the new one, never half of it."""
     if not is_local(url):
         fs, path = url_to_fs(url)
         retry.retrying(url, lambda: fs.pipe_file(path, data))
         return
-    path = local_path(url)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with open_write(tmp) as f:
-        f.write(data)
-    os.replace(tmp, path)
+    out = AtomicFile(url)
+    try:
+        out.write(data)
+    except BaseException:
+        out.abort()
+        raise
+    out.commit()
 
 
 def list_names(url: str) -> list[str]:

@@ -10,9 +10,8 @@ import hashlib
 import itertools
 import json
 import os
-import uuid
 from collections.abc import Iterable, Iterator
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import fsspec
 import numpy as np
@@ -20,6 +19,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm import tqdm
 
 from olmo_fn.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from olmo_fn.checkpoint.storage import AtomicFile
 
 TextUnit = Literal["file", "paragraph", "line"]
 TEXT_SUFFIXES = (".txt", ".md", ".text")
@@ -188,30 +190,11 @@ def save_text(path: str, text: str) -> None:
     storage.write_bytes(path, text.encode("utf-8"))
 
 
-class AtomicWriter:
-    """A binary file written under a temporary name, renamed on commit() and deleted on abort()."""
+def atomic_file(path: str) -> AtomicFile:
+    """A binary output file published whole by commit() and dropped by abort() (storage.AtomicFile)."""
+    from olmo_fn.checkpoint.storage import AtomicFile
 
-    def __init__(self, path: str):
-        self.fs, self.path = fsspec.core.url_to_fs(path)
-        self.tmp = f"{self.path}.tmp-{uuid.uuid4().hex[:8]}"
-        self.file = self.fs.open(self.tmp, "wb")
-        self.size = 0
-
-    def write(self, data: bytes) -> None:
-        """Append bytes."""
-        self.file.write(data)
-        self.size += len(data)
-
-    def commit(self) -> None:
-        """Close and move the file to its final name."""
-        self.file.close()
-        self.fs.mv(self.tmp, self.path)
-
-    def abort(self) -> None:
-        """Close and delete the temporary file."""
-        self.file.close()
-        if self.fs.exists(self.tmp):
-            self.fs.rm(self.tmp)
+    return AtomicFile(path)
 
 
 def ensure_empty_output(out_dir: str, names: Iterable[str], overwrite: bool) -> fsspec.AbstractFileSystem:
@@ -250,7 +233,7 @@ def tokenize_documents(
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
     dtype = dtype_for_vocab(vocab_size)
     files: list[dict[str, Any]] = []
-    writer: AtomicWriter | None = None
+    writer: AtomicFile | None = None
     bar = tqdm(desc=f"tokenising {prefix}", unit=" docs", disable=not progress)
     try:
         for batch in batched(documents, batch_size):
@@ -268,7 +251,7 @@ def tokenize_documents(
                     if writer is not None:
                         writer.commit()
                     path = f"{out_dir.rstrip('/')}/{prefix}-{len(files):05d}.npy"
-                    writer = AtomicWriter(path)
+                    writer = atomic_file(path)
                     files.append({"path": path, "documents": 0, "tokens": 0})
                 writer.write(ids.astype(dtype).tobytes())
                 files[-1]["documents"] += 1

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from olmo_fn.data.prepare import (
-    AtomicWriter,
+    atomic_file,
     batched,
     dtype_for_vocab,
     ensure_empty_output,
@@ -29,6 +29,9 @@ from olmo_fn.data.prepare import (
     special_token_id,
 )
 from olmo_fn.errors import DataError
+
+if TYPE_CHECKING:
+    from olmo_fn.checkpoint.storage import AtomicFile
 
 
 def _segments(messages: list[dict[str, Any]], eos_token: str) -> list[tuple[str, bool]]:
@@ -92,8 +95,8 @@ def _check_chat(record: dict[str, Any], path: str, i: int, field: str) -> list[d
 def _write_examples(
     batches: Iterable[list[list[dict[str, Any]]]],
     tokenizer: Tokenizer,
-    ids_file: AtomicWriter,
-    mask_file: AtomicWriter,
+    ids_file: AtomicFile,
+    mask_file: AtomicFile,
     seq_len: int,
     eos_id: int,
     pad_id: int,
@@ -145,7 +148,7 @@ def prepare_sft_data(
         _check_chat(rec, p, i, messages_field) for p in paths for i, rec in enumerate(iter_records(p, split))
     )
     out = out_dir.rstrip("/")
-    ids_file, mask_file = AtomicWriter(f"{out}/input_ids.npy"), AtomicWriter(f"{out}/label_mask.npy")
+    ids_file, mask_file = atomic_file(f"{out}/input_ids.npy"), atomic_file(f"{out}/label_mask.npy")
     try:
         with tqdm(desc="sft examples", unit=" ex", disable=not progress) as bar:
             kept, dropped, labels = _write_examples(
