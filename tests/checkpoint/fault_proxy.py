@@ -102,6 +102,7 @@ class FaultProxy:
         self.requests, self.uploads = 0, uploads
         self.enabled = True
         self.fail_uploads = False  # True: every request with a body is answered 503 (a store that stays down)
+        self.fail_uploads_to: str | None = None  # ... or only those whose path holds this text
         self._lock = threading.Lock()
         self._conns: set[socket.socket] = set()
         self._listener: socket.socket | None = None
@@ -218,7 +219,8 @@ class FaultProxy:
                 length = int(request.header("content-length") or 0)
                 chunked = "chunked" in (request.header("transfer-encoding") or "").lower()
                 kind = self._draw(request, has_body=length > 0 or chunked)
-                if self.fail_uploads and (length > 0 or chunked):
+                refused = self.fail_uploads or (self.fail_uploads_to or "\0") in request.target
+                if refused and (length > 0 or chunked):
                     kind = "status503"
                 if (request.header("expect") or "").lower() == "100-continue":
                     conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
