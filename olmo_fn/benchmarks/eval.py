@@ -30,7 +30,7 @@ class EvalBench:
 
     tasks: str = "piqa,hellaswag,winogrande,arc_easy,mmlu_stem_mc_5shot"
     """Comma-separated task labels (a mix of short, long, multiple-choice-letter and winogrande requests)."""
-    limit: int = 60
+    limit: int = 20
     """Documents per task."""
     batch_size: int = 16
     """Rows per forward pass (olmo_fn and the batched peer)."""

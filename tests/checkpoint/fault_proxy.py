@@ -87,7 +87,7 @@ def _reset(conn: socket.socket) -> None:
 class FaultProxy:
     """Proxy http://127.0.0.1:PORT -> backend URL with faults; use as a context manager (`.url`)."""
 
-    def __init__(self, backend: str, *, seed: int, rate: float, target: int = 20, down: float = 0.2,
+    def __init__(self, backend: str, *, seed: int, rate: float, target: int = 20, down: float = 0.1,
                  uploads: bool = True, kinds: tuple[str, ...] = KINDS):  # fmt: skip
         parts = urlsplit(backend)
         self.backend = (parts.hostname, parts.port)

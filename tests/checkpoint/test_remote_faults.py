@@ -31,7 +31,7 @@ from tests.train.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = 20
-TIMEOUT = 0.4
+TIMEOUT = 0.25
 STEPS = 12
 STOPS = (4, 8)  # the campaign run is stopped (SIGUSR1, as a scheduler does) after these steps and resumed
 
