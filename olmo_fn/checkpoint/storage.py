@@ -56,16 +56,22 @@ def exists(url: str) -> bool:
         return os.path.exists(local_path(url))
     fs, path = url_to_fs(url)
     strict = {"strict": True} if type(fs).__name__ == "HTTPFileSystem" else {}  # else a 500 reads as "no"
+    return bool(_answer(url, lambda: fs.exists(path, **strict), False))
 
-    def probe() -> bool:
+
+def _answer(url: str, ask: Callable[[], Any], otherwise: Any) -> Any:
+    """ask(), retried on transient failures; `otherwise` when the store answers that it cannot (a missing
+    or unlistable folder, a refused key): only a definite answer counts as "no"."""
+
+    def once() -> Any:
         try:
-            return fs.exists(path, **strict)
+            return ask()
         except (OSError, ValueError) as e:
             if retry.is_transient(e):
                 raise
-            return False
+            return otherwise
 
-    return retry.retrying(url, probe)
+    return retry.retrying(url, once)
 
 
 def read_bytes(url: str) -> bytes:
@@ -137,6 +143,16 @@ class AtomicFile:
         if self._tmp is not None and os.path.exists(self._tmp):
             os.remove(self._tmp)
 
+    def __enter__(self) -> AtomicFile:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: Any) -> None:
+        """Publish on success, drop on an exception."""
+        if kind is None:
+            self.commit()
+        else:
+            self.abort()
+
 
 @contextmanager
 def open_write(url: str) -> Iterator[IO[bytes]]:
@@ -150,13 +166,8 @@ def open_write(url: str) -> Iterator[IO[bytes]]:
             f.flush()
             os.fsync(f.fileno())
         return
-    out = AtomicFile(url)
-    try:
+    with AtomicFile(url) as out:
         yield out.file
-    except BaseException:
-        out.abort()
-        raise
-    out.commit()
 
 
 def write_bytes(url: str, data: bytes) -> None:
@@ -165,13 +176,8 @@ def write_bytes(url: str, data: bytes) -> None:
         fs, path = url_to_fs(url)
         retry.retrying(url, lambda: fs.pipe_file(path, data))
         return
-    out = AtomicFile(url)
-    try:
+    with AtomicFile(url) as out:
         out.write(data)
-    except BaseException:
-        out.abort()
-        raise
-    out.commit()
 
 
 def list_names(url: str) -> list[str]:
@@ -180,7 +186,8 @@ def list_names(url: str) -> list[str]:
         path = local_path(url)
         return sorted(os.listdir(path)) if os.path.isdir(path) else []
     fs, path = url_to_fs(url)
-    entries = _listing(url, lambda: fs.ls(path, detail=False), fs, path)
+    fs.invalidate_cache(path)
+    entries = _answer(url, lambda: fs.ls(path, detail=False), None)
     if entries is None:
         return []
     return sorted({e.rstrip("/").rsplit("/", 1)[-1] for e in entries} - {""})
@@ -196,7 +203,8 @@ def list_files(url: str) -> dict[str, int]:
                 out[os.path.relpath(full, root)] = os.path.getsize(full)
         return out
     fs, path = url_to_fs(url)
-    found = _listing(url, lambda: fs.find(path, detail=True), fs, path)
+    fs.invalidate_cache(path)
+    found = _answer(url, lambda: fs.find(path, detail=True), None)
     if found is None:
         return {}
     return {
@@ -206,21 +214,6 @@ def list_files(url: str) -> dict[str, int]:
         for k, v in found.items()
         if v["type"] == "file"
     }
-
-
-def _listing(url: str, list_fn: Callable[[], Any], fs: fsspec.AbstractFileSystem, path: str) -> Any:
-    """A fresh listing, retried on transient failures; None where the folder is missing or not listable."""
-
-    def once() -> Any:
-        fs.invalidate_cache(path)
-        try:
-            return list_fn()
-        except (OSError, ValueError) as e:
-            if retry.is_transient(e):
-                raise
-            return None
-
-    return retry.retrying(url, once)
 
 
 def size(url: str) -> int:
