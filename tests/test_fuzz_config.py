@@ -15,6 +15,7 @@ from olmo_fn.config import TrainConfig
 from olmo_fn.config_io import config_from_dict, config_to_dict, parse_cli
 from olmo_fn.errors import ConfigError
 from olmo_fn.original import load_yaml, read_original_config, train_config_from_original
+from tests.test_original_config import MINIMAL
 
 
 def _official(name: str, paths: int = 3) -> str:
@@ -27,15 +28,6 @@ def _official(name: str, paths: int = 3) -> str:
 
 
 OFFICIAL = _official("OLMo-7B.yaml")
-MINIMAL = """run_name: tiny
-model: {d_model: 64, n_heads: 4, n_layers: 2, include_bias: false, rope: true, attention_dropout: 0.0,
-        residual_dropout: 0.0, embedding_dropout: 0.0, layer_norm_eps: 1e-6, vocab_size: 250,
-        embedding_size: 256, eos_token_id: 249, pad_token_id: 1, max_sequence_length: 64}
-optimizer: {name: adamw, learning_rate: 4e-4}
-precision: fp32
-save_folder: runs/${run_name}
-eval_interval: ${save_interval}
-"""
 
 
 def fuzz(n: int):

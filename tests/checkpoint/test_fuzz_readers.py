@@ -94,10 +94,7 @@ def test_random_header_after_a_plausible_length(scratch, length, rest):
 @fuzz(300)
 @given(st.lists(st.tuples(st.integers(0, HEADER_END - 1), st.integers(1, 255)), min_size=1, max_size=4))
 def test_header_bytes_changed(scratch, flips):
-    data = bytearray(VALID)
-    for i, x in flips:
-        data[i] ^= x
-    _read_both(bytes(data), scratch)
+    _read_both(_flipped(VALID, flips), scratch)
 
 
 @fuzz(100)
@@ -188,10 +185,7 @@ def test_random_keys(key):
 @fuzz(300)
 @given(st.lists(st.tuples(st.integers(0, len(KEY) - 1), st.integers(1, 255)), min_size=1, max_size=3))
 def test_pickled_keys_changed(flips):
-    data = bytearray(KEY)
-    for i, x in flips:
-        data[i] ^= x
-    _decoded_or_refused(base64.urlsafe_b64encode(bytes(data)).decode())
+    _decoded_or_refused(base64.urlsafe_b64encode(_flipped(KEY, flips)).decode())
 
 
 @fuzz(200)
@@ -259,10 +253,7 @@ def test_random_manifests(data):
 @fuzz(300)
 @given(st.lists(st.tuples(st.integers(0, len(MANIFEST) - 1), st.integers(1, 255)), min_size=1, max_size=3))
 def test_manifest_bytes_changed(flips):
-    data = bytearray(MANIFEST)
-    for i, x in flips:
-        data[i] ^= x
-    _manifest_or_refused(bytes(data))
+    _manifest_or_refused(_flipped(MANIFEST, flips))
 
 
 @fuzz(200)
