@@ -239,29 +239,30 @@ def test_a_save_the_store_keeps_refusing_fails_in_one_line_and_keeps_the_previou
     assert result.state.step == 4 and find_latest(folder) == f"{folder}/step4-unsharded"
 
 
-def test_on_two_ranks_a_refused_remote_save_stops_both_with_one_line(s3_behind_proxy, tmp_path):
-    """Both ranks learn that the store refused a shard and stop with the same line, none left waiting in a
-    collective; `latest` still names the previous checkpoint."""
+@pytest.mark.parametrize("ranks", [2, 4])
+def test_on_several_ranks_a_refused_remote_save_stops_all_with_one_line(s3_behind_proxy, tmp_path, ranks):
+    """Every rank learns that the store refused a shard and stops with the same line, none left waiting in
+    a collective; `latest` still names the previous checkpoint (203 instances: the data does not divide)."""
     import subprocess
     import sys
 
     import numpy as np
 
     proxy, fs, bucket = s3_behind_proxy
-    proxy.fail_uploads_to = "/refused2/step4/"
+    proxy.fail_uploads_to = f"/refused{ranks}/step4/"
     tokens = tmp_path / "tokens.npy"
-    np.random.default_rng(0).integers(0, 4096, size=200 * 64).astype(np.uint16).tofile(tokens)
-    folder = f"{bucket}/refused2"
+    np.random.default_rng(0).integers(0, 4096, size=203 * 64).astype(np.uint16).tofile(tokens)
+    folder = f"{bucket}/refused{ranks}"
     options = {"endpoint_url": proxy.url, "key": "testing", "secret": "testing",
                "config_kwargs": {"retries": {"total_max_attempts": 1}}}  # fmt: skip
     env = {**os.environ, "FSSPEC_S3": json.dumps(options), "OLMO_FN_REMOTE_ATTEMPTS": "3",
            "OLMO_FN_REMOTE_BACKOFF": "0.02"}  # fmt: skip
     flags = ["experiments/olmo_tiny.py", "--model.n_layers=1", "--model.d_model=64", "--model.n_heads=2",
              "--model.mlp_hidden_size=128", "--model.max_sequence_length=64", "--global_train_batch_size=4",
-             "--device_train_microbatch_size=2", "--tracking.no-aim", "--tracking.progress-bar=False",
+             "--device_train_microbatch_size=1", "--tracking.no-aim", "--tracking.progress-bar=False",
              "--no-eval_on_load", "--max_duration=4", "--save_interval=2", "--save_interval_unsharded=4",
              f"--data.paths=[{tokens}]", f"--save_folder={folder}"]  # fmt: skip
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
                           *flags], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
@@ -271,5 +272,5 @@ def test_on_two_ranks_a_refused_remote_save_stops_both_with_one_line(s3_behind_p
                               "resume with --try_load_latest_save"), errors[0]  # fmt: skip
     workers = out.stderr.split("failed (exitcode")[0]
     assert "Traceback" not in workers, workers[-3000:]
-    assert fs.cat_file("faults/refused2/latest").decode() == "step2"
+    assert fs.cat_file(f"faults/refused{ranks}/latest").decode() == "step2"
     assert find_latest(folder) == f"{folder}/step2"
