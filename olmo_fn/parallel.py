@@ -184,9 +184,15 @@ def apply_ac(model: nn.Module, interval: int = 1) -> None:
 
 
 def apply_compile(model: nn.Module) -> None:
-    """torch.compile each transformer block in place (one graph per block shape, reused by every block)."""
+    """torch.compile in place each transformer block (one graph per block shape, reused by every block) and
+    the head with its loss (final norm, logits chunk by chunk, cross-entropy, z-loss and their gradient
+    fused into a few kernels beside the matmuls). A vocabulary-parallel head (DTensor weight) stays eager.
+    """
     for block in model.blocks:
         block.compile()
+    head = model.lm_head.weight if model.lm_head.weight is not None else model.embeddings.weight
+    if not isinstance(head, DTensor):
+        model.lm_head.compile()
 
 
 def apply_float8(model: nn.Module, device_type: str) -> None:

@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch import nn
 
 from olmo_fn.errors import TrainingError
-from olmo_fn.loss import IGNORE_INDEX, Normalization, loss_denominator, shift_labels
+from olmo_fn.loss import IGNORE_INDEX, Normalization, shift_labels
 from olmo_fn.spikes import SpikeWindow
 
 
@@ -57,6 +57,13 @@ def split_micro_batches(batch: dict, size: int) -> list[dict]:
     rows = batch["input_ids"].shape[0]
     keys = [k for k, v in batch.items() if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == rows]
     return [{k: batch[k][i : i + size] for k in keys} for i in range(0, rows, size)]
+
+
+def _denominator(labels: torch.Tensor, normalization: Normalization) -> torch.Tensor:
+    """`loss_denominator` as a device tensor (no host sync)."""
+    if normalization == "batch_tokens":
+        return torch.full((), labels.numel(), device=labels.device)
+    return (labels != IGNORE_INDEX).sum()
 
 
 def _all_reduce_sum(values: torch.Tensor, group: dist.ProcessGroup | None) -> torch.Tensor:
@@ -126,16 +133,16 @@ def train_step(
         for m in split_micro_batches(batch, microbatch_size)
     ]
     labels = [batch_labels(m) for m in micro]
-    counts = torch.tensor(
+    # Counts, loss sums and the grad norm stay on the device until one transfer before the optimizer step.
+    counts = torch.stack(
         [
-            sum(loss_denominator(lab, normalization) for lab in labels),
-            sum(int((lab != IGNORE_INDEX).sum()) for lab in labels),
-            sum(lab.numel() for lab in labels),
-        ],
-        dtype=torch.float64,
-    )
-    counts = _all_reduce_sum(counts.to(device), dp_group).cpu()
-    denominator = max(counts[0].item(), 1.0)
+            sum(_denominator(lab, normalization) for lab in labels),
+            sum((lab != IGNORE_INDEX).sum() for lab in labels),
+            torch.full((), sum(lab.numel() for lab in labels), device=device),
+        ]
+    ).double()
+    counts = _all_reduce_sum(counts, dp_group)
+    denominator = counts[0].clamp(min=1.0).float()
     sums = torch.zeros(2, dtype=torch.float32, device=device)
     for m, lab in zip(micro, labels):
         autocast = torch.autocast(device.type, autocast_dtype) if autocast_dtype else contextlib.nullcontext()
@@ -151,9 +158,11 @@ def train_step(
     sums = _all_reduce_sum(sums, dp_group)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     _all_reduce_plain_grads(params, dp_group)
-    grad_norm = grad_norm_and_clip(params, max_grad_norm).item()
-    ce, z = sums.tolist()
-    labelled = int(counts[1].item())
+    norm = grad_norm_and_clip(params, max_grad_norm)
+    ce, z, grad_norm, labelled, batch_tokens = torch.cat(
+        [sums.double(), norm.double()[None], counts[1:]]
+    ).tolist()
+    labelled, batch_tokens = int(labelled), int(batch_tokens)
     skipped = None
     if spikes is not None:  # the global values, the same on every rank: every rank decides the same
         skipped = spikes.judge(ce / max(labelled, 1), z / max(labelled, 1), grad_norm)
@@ -169,4 +178,4 @@ def train_step(
     if skipped is None:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return StepMetrics(ce, z, grad_norm, lr, labelled, int(counts[2].item()), skipped)
+    return StepMetrics(ce, z, grad_norm, lr, labelled, batch_tokens, skipped)
