@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import resource
 import sys
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -30,23 +30,45 @@ GPU_BF16_PEAK = {
 }
 
 
-@functools.cache
-def cpu_matmul_peak(size: int = 1024, repeats: int = 8) -> float:
-    """fp32 FLOP/s of this CPU, measured once by a short square matmul probe (the best of a few runs)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b  # warm up the BLAS threads
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
+class CpuPeak:
+    """The best fp32 FLOP/s this process has seen from square matmul probes. A busy machine can only slow a
+    probe, never speed it up, so more probes (a few sizes, a few repeats, spread over a run) only move the
+    peak toward the truth; one probe on a loaded machine gave MFUs above 100%."""
+
+    def __init__(self, sizes: tuple[int, ...] = (1024, 2048), repeats: int = 3):
+        self.sizes, self.repeats = sizes, repeats
+        self.flops, self.probes = 0.0, 0
+
+    def probe(self) -> float:
+        """Time `repeats` matmuls of each size with this process's threads; return the best FLOP/s so far."""
+        for size in self.sizes:
+            a, b = torch.randn(size, size), torch.randn(size, size)
+            a @ b  # warm up the BLAS threads
+            for _ in range(self.repeats):
+                start = time.perf_counter()
+                a @ b
+                self.flops = max(self.flops, 2 * size**3 / (time.perf_counter() - start))
+                self.probes += 1
+        return self.flops
+
+    def peak(self) -> float:
+        """The best so far, probing first if nothing was probed yet."""
+        return self.flops or self.probe()
+
+    def label(self) -> str:
+        sizes = "/".join(str(s) for s in self.sizes)
+        return f"best of {self.probes} fp32 matmul probes ({sizes} square, {torch.get_num_threads()} threads)"
+
+
+CPU_PEAK = CpuPeak()
+"""This process's CPU peak: one per process, as the threads and the machine it measures are."""
 
 
 def device_peak_flops(device: torch.device, dtype: torch.dtype) -> tuple[float | None, str]:
     """(peak FLOP/s, where it comes from); (None, reason) for a device we know no honest peak of."""
     if device.type == "cpu":
-        return cpu_matmul_peak(), "measured fp32 matmul probe"
+        peak = CPU_PEAK.peak()
+        return peak, f"measured: {CPU_PEAK.label()}"
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         for key, peak in GPU_BF16_PEAK.items():
@@ -67,10 +89,19 @@ def peak_memory_bytes(device: torch.device) -> int:
 
 
 class SpeedMeter:
-    """Tokens per second and MFU over a sliding window of steps."""
+    """Tokens per second and MFU over a sliding window of steps. An MFU above 1 is impossible: the peak was
+    measured on a disturbed machine, so the meter measures it once more (`reprobe` returns the new best) and
+    reports no MFU rather than a wrong one."""
 
-    def __init__(self, flops_per_token: int, peak_flops: float | None, window: int = 20):
+    def __init__(
+        self,
+        flops_per_token: int,
+        peak_flops: float | None,
+        window: int = 20,
+        reprobe: Callable[[], float] | None = None,
+    ):
         self.flops_per_token, self.peak, self.window = flops_per_token, peak_flops, window
+        self.reprobe = reprobe
         self.samples: list[tuple[float, int]] = []
 
     def record(self, seconds: float, tokens: int) -> None:
@@ -86,4 +117,7 @@ class SpeedMeter:
     def mfu(self, world_size: int = 1) -> float | None:
         if self.peak is None:
             return None
-        return self.tokens_per_second() * self.flops_per_token / (self.peak * world_size)
+        flops = self.tokens_per_second() * self.flops_per_token / world_size
+        if flops > self.peak and self.reprobe is not None:
+            self.peak, self.reprobe = max(self.peak, self.reprobe()), None
+        return flops / self.peak if flops <= self.peak else None

@@ -35,7 +35,7 @@ from olmo_fn.eval import evaluate_lm
 from olmo_fn.eval.downstream import metric_key
 from olmo_fn.eval.evaluators import run_downstream
 from olmo_fn.loss import ORIGINAL_Z_LOSS_MULTIPLIER
-from olmo_fn.metrics import SpeedMeter, device_peak_flops, peak_memory_bytes
+from olmo_fn.metrics import CPU_PEAK, SpeedMeter, device_peak_flops, peak_memory_bytes
 from olmo_fn.model import Transformer, flops_per_token, init_weights
 from olmo_fn.optim import build_optimizer, clip_limit, lr_at
 from olmo_fn.parallel import parallelize
@@ -205,7 +205,8 @@ def _loop(run: Run, evals: Checked, bolt_on: int | None) -> TrainResult:
     z_loss = z_loss_multiplier(cfg)
     autocast = autocast_dtype(cfg.precision, env.device)
     peak, peak_note = device_peak_flops(env.device, autocast or torch.float32)
-    speed = SpeedMeter(flops_per_token(cfg.model, seq), peak)
+    reprobe = CPU_PEAK.probe if env.device.type == "cpu" else None  # an MFU above 1: measure again
+    speed = SpeedMeter(flops_per_token(cfg.model, seq), peak, reprobe=reprobe)
     run.tracker = Tracker(
         cfg.tracking, run_name=cfg.run_name, save_folder=cfg.save_folder, hparams=config_to_dict(cfg),
         rank=env.rank, total_steps=stop, start_step=state.step, run_hash=run.run_hash,

@@ -1,9 +1,12 @@
 """Benchmarks, one subcommand each (`python tools/bench.py data --help`).
 
-train: olmo_fn's train step against transformers' Olmo2ForCausalLM with torch's AdamW (eager and compiled).
+train: olmo_fn's train step against transformers' Olmo2ForCausalLM with torch's AdamW (eager and compiled), at
+the OLMo 2 bench shape or (--case tiny) the tiny recipe's; each variant in its own fresh process, alternating
+over --repeats rounds, with the CPU's load and MFU against the best matmul probe of the run.
 data: tokens/s the training loader delivers (0 and 2 workers) beside the raw byte-range read rate of the
 same instances and beside what the tiny model's train step consumes.
-decode: olmo_fn's generate against transformers' generate (eager and compiled) beside the matrix-vector roofline.
+decode: olmo_fn's generate against transformers' generate (eager and compiled) beside the matrix-vector roofline,
+batch 1, at the same two shapes (--case); each variant and the roofline in its own fresh process, alternating.
 load: loading ~1 GB of weights + AdamW state from every checkpoint format on 1, 2 and 4 gloo processes (FSDP2):
 seconds, MB/s against a raw read, and peak memory per rank.
 eval: olmo_fn's downstream evaluator against transformers scoring the same requests one by one and batched.

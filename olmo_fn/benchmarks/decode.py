@@ -1,15 +1,16 @@
 """Decode speed: olmo_fn's generate against transformers' generate on the same weights, beside the roofline.
 
 The roofline is one pass of batch-1 matrix-vector products over every weight matrix (all projections and the
-output head): the least work a decode step must do. Variants and the roofline alternate in one process, so a
-noisy machine slows them alike; each reports its median new tokens/s (prefill included, as for every variant).
+output head): the least work a decode step must do. Each variant, and the roofline, runs in its own fresh
+process, alternating round by round (harness.py), so the figures are those of a variant run alone and a noisy
+machine slows them alike; each reports its median new tokens/s (prefill included, as for every variant).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,28 +18,39 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from olmo_fn.benchmarks.train import TrainBench, bench_model_config
+from olmo_fn.benchmarks import harness
+from olmo_fn.benchmarks.train import CASES, TrainBench, bench_model_config, resolve_case
 from olmo_fn.checkpoint.hf import hf_config, to_hf_state_dict
+from olmo_fn.config import ModelConfig
 from olmo_fn.generate import StopRule, generate
 from olmo_fn.model import Transformer, init_weights
+
+VARIANTS = ("olmo_fn-eager", "hf-default", "olmo_fn-compiled", "hf-static-compiled", "hf-static")
+ROOFLINE_PASSES = 20  # timed roofline passes per timed generation: a pass is short, so time many
 
 
 @dataclass
 class DecodeBench:
-    """Shape and length of the decode benchmark (defaults: the OLMo 2 bench shape of the Training issue)."""
+    """Shape and length of the decode benchmark: a --case's model shape, any field of it overridden by its flag."""
 
-    d_model: int = 512
-    n_layers: int = 8
-    n_heads: int = 8
-    mlp_hidden: int = 1536
-    vocab_size: int = 8192
+    case: str = "default"
+    """'default' (d_model 512, 8 layers) or 'tiny' (olmo_tiny's d_model 256, 4 layers); batch 1 in both."""
+    d_model: int | None = None
+    """Default: the case's (as for every shape field below)."""
+    n_layers: int | None = None
+    n_heads: int | None = None
+    mlp_hidden: int | None = None
+    vocab_size: int | None = None
     batch_size: int = 1
     prompt_len: int = 32
     new_tokens: int = 128
-    rounds: int = 5
-    """Timed generations per variant (after one warm-up, which also compiles)."""
+    steps: int = 3
+    """Timed generations per worker process (after one warm-up, which also compiles)."""
+    repeats: int = 3
+    """Rounds: each runs every variant and the roofline once, in a fresh process each."""
     variants: tuple[str, ...] = ("olmo_fn-eager", "hf-default", "olmo_fn-compiled", "hf-static-compiled")
-    """Which to run: olmo_fn-eager, olmo_fn-compiled, hf-default, hf-static, hf-static-compiled."""
+    """Which to run, in this order: olmo_fn-eager, olmo_fn-compiled, hf-default, hf-static, hf-static-compiled
+    (the roofline runs in every round)."""
     seed: int = 0
 
 
@@ -85,64 +97,87 @@ def roofline_pass(model: Transformer) -> Callable[[], None]:
     return run
 
 
-def _time(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+def _model_config(b: DecodeBench) -> ModelConfig:
+    seq_len = max(CASES[b.case]["seq_len"], b.prompt_len + b.new_tokens)
+    return bench_model_config(
+        TrainBench(b.case, b.d_model, b.n_layers, b.n_heads, b.mlp_hidden, b.vocab_size, seq_len)
+    )
 
 
-def run_decode_bench(b: DecodeBench) -> dict:
-    """Time every variant and the roofline, alternating; print a table and return the figures."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    shape = TrainBench(b.d_model, b.n_layers, b.n_heads, b.mlp_hidden, b.vocab_size, seq_len=512)
-    cfg = bench_model_config(shape)
+def _worker(variant: str, config: dict) -> dict:
+    """One variant (or the roofline) in this fresh process: build, one warm-up (compiling), the timed steps."""
+    b = DecodeBench(**config)
+    cfg = _model_config(b)
     model = Transformer(cfg).eval()
     init_weights(model, cfg, b.seed)
+    if variant == "roofline":
+        roof = roofline_pass(model)
+        roof()
+        return {**harness.timed_steps(roof, b.steps * ROOFLINE_PASSES), "tokens_per_step": b.batch_size}
     ids = torch.randint(
         0, b.vocab_size, (b.batch_size, b.prompt_len), generator=torch.Generator().manual_seed(b.seed)
     )
-    runs = {
-        v: _olmo_fn(model, ids, b.new_tokens, v.endswith("compiled"))
-        if v.startswith("olmo_fn")
-        else _hf(model, ids, b.new_tokens, v)
-        for v in b.variants
-    }
-    tokens, warm = {}, {}
-    for v, fn in runs.items():  # warm-up, which compiles
-        warm[v] = _time(lambda fn=fn, v=v: tokens.__setitem__(v, fn()))
-    roof = roofline_pass(model)
-    roof()
-    times: dict[str, list[float]] = {v: [] for v in [*b.variants, "roofline"]}
-    for _ in range(b.rounds):
-        for v, fn in runs.items():
-            times[v].append(_time(fn))
-        times["roofline"].append(statistics.median(_time(roof) for _ in range(20)))
-    new = b.batch_size * b.new_tokens
-    tps = {v: new / statistics.median(t) for v, t in times.items() if v != "roofline"}
-    roof_tps = b.batch_size / statistics.median(times["roofline"])
-    return _report(b, cfg, tps, roof_tps, warm, tokens)
+    if variant.startswith("olmo_fn"):
+        run = _olmo_fn(model, ids, b.new_tokens, variant.endswith("compiled"))
+    else:
+        run = _hf(model, ids, b.new_tokens, variant)
+    start = time.perf_counter()
+    tokens = run()  # the warm-up, which compiles
+    warm = time.perf_counter() - start
+    return {**harness.timed_steps(run, b.steps), "tokens_per_step": b.batch_size * b.new_tokens,
+            "warmup_seconds": warm, "tokens": tokens}  # fmt: skip
 
 
-def _report(b: DecodeBench, cfg, tps: dict, roof_tps: float, warm: dict, tokens: dict) -> dict:
-    n_weights = sum(p.numel() for p in Transformer(cfg).parameters()) - cfg.padded_vocab_size * cfg.d_model
-    base = tps.get("hf-default")
-    reference = tokens.get("hf-default") or next(iter(tokens.values()))
-    print(f"shape: d_model {b.d_model}, {b.n_layers} layers, {b.n_heads} heads, MLP {b.mlp_hidden}, vocab {b.vocab_size}; "
-          f"batch {b.batch_size}, prompt {b.prompt_len}, {b.new_tokens} new tokens, greedy, fp32, "
-          f"{torch.get_num_threads()} threads; {n_weights / 1e6:.1f}M matrix weights ({n_weights * 4 / 1e6:.0f} MB)")  # fmt: skip
-    print(f"{'roofline':20s} {roof_tps:8.1f} tokens/s  (one batch-1 matrix-vector pass over every weight)")
-    for v, rate in tps.items():
-        vs_hf = f"{rate / base:5.2f}x hf-default" if base else ""
-        print(f"{v:20s} {rate:8.1f} tokens/s  {rate / roof_tps:6.1%} of roofline  {vs_hf}  "
-              f"warm-up {warm[v]:5.1f} s  same tokens as hf-default: {tokens[v] == reference}")  # fmt: skip
-    figures = {
-        "bench": "decode",
-        "tokens_per_second": tps,
-        "roofline_tokens_per_second": roof_tps,
-        "fraction_of_roofline": {v: r / roof_tps for v, r in tps.items()},
-        "ratio_vs_hf_default": {v: r / base for v, r in tps.items()} if base else {},
-        "warmup_seconds": warm,
-        "same_tokens": {v: t == reference for v, t in tokens.items()},
-    }
+def run_decode_bench(b: DecodeBench) -> dict:
+    """Time every variant and the roofline, each in its own process, alternating; print a table, return figures."""
+    b = resolve_case(b, VARIANTS)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    variants = list(dict.fromkeys(b.variants))
+    runs, order = harness.run_rounds(__name__, [*variants, "roofline"], dataclasses.asdict(b), b.repeats)
+    every_worker = [x for r in runs.values() for x in r]
+    roof = harness.summarise({"roofline": runs.pop("roofline")}, "roofline")
+    figures = {"bench": "decode", "case": b.case, **harness.summarise(runs, "hf-default"), "order": order}
+    figures["usage_all"] = harness.usage(every_worker)
+    roof_tps = roof["tokens_per_second"]["roofline"]
+    ref = "hf-default" if "hf-default" in runs else variants[0]
+    figures.update(
+        roofline_tokens_per_second=roof_tps,
+        roofline_spread=roof["spread"]["roofline"],
+        fraction_of_roofline={v: r / roof_tps for v, r in figures["tokens_per_second"].items()},
+        warmup_seconds={v: [x["warmup_seconds"] for x in r] for v, r in runs.items()},
+        same_tokens={v: all(x["tokens"] == runs[ref][0]["tokens"] for x in r) for v, r in runs.items()},
+    )
+    _report(b, figures, roof, ref)
     print(json.dumps(figures))
     return figures
+
+
+def _report(b: DecodeBench, figures: dict, roof: dict, ref: str) -> None:
+    cfg = _model_config(b)
+    with torch.device("meta"):
+        n_weights = (
+            sum(p.numel() for p in Transformer(cfg).parameters()) - cfg.padded_vocab_size * cfg.d_model
+        )
+    harness.print_header(figures["order"], b.repeats, figures)
+    print(f"shape ({b.case}): d_model {b.d_model}, {b.n_layers} layers, {b.n_heads} heads, MLP {b.mlp_hidden}, "
+          f"vocab {b.vocab_size}; batch {b.batch_size}, prompt {b.prompt_len}, {b.new_tokens} new tokens, greedy, "
+          f"fp32; {n_weights / 1e6:.1f}M matrix weights ({n_weights * 4 / 1e6:.0f} MB); {b.steps} timed "
+          "generations per worker after one warm-up")  # fmt: skip
+    print(
+        "roofline: one batch-1 matrix-vector pass over every weight, measured in its own process each round"
+    )
+    harness.print_variant("roofline", roof, "")
+    for v in figures["tokens_per_second"]:
+        vs = (
+            f"{figures['ratio_vs_hf_default'][v]:5.2f}x hf-default  "
+            if figures["ratio_vs_hf_default"]
+            else ""
+        )
+        harness.print_variant(v, figures, f"{figures['fraction_of_roofline'][v]:6.1%} of roofline  {vs}warm-up "
+                              f"<= {max(figures['warmup_seconds'][v]):5.1f} s  same tokens as {ref}: "
+                              f"{figures['same_tokens'][v]}")  # fmt: skip
+    harness.print_ratios(figures)
+
+
+if __name__ == "__main__":
+    harness.worker_main(_worker)
