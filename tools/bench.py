@@ -29,6 +29,7 @@ from olmo_fn.benchmarks.chaos import ChaosBench, run_chaos_bench
 from olmo_fn.benchmarks.checkpoint import CheckpointBench, run_checkpoint_bench
 from olmo_fn.benchmarks.decode import DecodeBench, run_decode_bench
 from olmo_fn.benchmarks.eval import EvalBench, run_eval_bench
+from olmo_fn.benchmarks.gpu_check import GpuCheck, run_gpu_check
 from olmo_fn.benchmarks.load import LoadBench, run_load_bench
 from olmo_fn.benchmarks.train import TrainBench, run_train_bench
 from olmo_fn.config import DataConfig
@@ -191,6 +192,16 @@ def chaos(bench: Annotated[ChaosBench, tyro.conf.OmitArgPrefixes]) -> dict:
     return run_chaos_bench(bench)
 
 
+def gpu(check: Annotated[GpuCheck, tyro.conf.OmitArgPrefixes]) -> dict:
+    """The GPU check, one H200 in under 8 minutes: bf16 logits vs transformers, training tokens/s and MFU
+    (float8, activation checkpointing), decode tokens/s. `--device cpu --tiny` runs every row at toy size."""
+    figures = run_gpu_check(check)
+    if figures["failed"]:
+        sys.exit(f"error: {len(figures['failed'])} rows of the GPU check failed (tracebacks above): "
+                 + "; ".join(figures["failed"]))  # fmt: skip
+    return figures
+
+
 def main() -> None:
     try:
         tyro.extras.subcommand_cli_from_dict(
@@ -202,6 +213,7 @@ def main() -> None:
                 "load": load,
                 "eval": eval,
                 "chaos": chaos,
+                "gpu": gpu,
             }
         )
     except OlmoFnError as e:
