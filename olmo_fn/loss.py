@@ -51,15 +51,16 @@ def shift_labels(
     return labels
 
 
-def loss_denominator(labels: torch.Tensor, normalization: Normalization) -> int:
-    """Count of one (micro-)batch to add up into the global denominator.
+def loss_denominator(labels: torch.Tensor, normalization: Normalization) -> torch.Tensor:
+    """Count of one (micro-)batch to add up into the global denominator, a 0-dim tensor on labels' device
+    (no host sync).
 
     'label_tokens': positions with a target (a true mean over the learned tokens);
     'batch_tokens': every position of the batch, the original OLMo's normalisation (B * T).
     """
     if normalization == "batch_tokens":
-        return labels.numel()
-    return int((labels != IGNORE_INDEX).sum())
+        return torch.full((), labels.numel(), device=labels.device)
+    return (labels != IGNORE_INDEX).sum()
 
 
 def lm_loss(logits: torch.Tensor, labels: torch.Tensor, z_loss_multiplier: float = 0.0) -> LMLoss:

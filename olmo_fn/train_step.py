@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch import nn
 
 from olmo_fn.errors import TrainingError
-from olmo_fn.loss import IGNORE_INDEX, Normalization, shift_labels
+from olmo_fn.loss import IGNORE_INDEX, Normalization, loss_denominator, shift_labels
 from olmo_fn.spikes import SpikeWindow
 
 
@@ -57,13 +57,6 @@ def split_micro_batches(batch: dict, size: int) -> list[dict]:
     rows = batch["input_ids"].shape[0]
     keys = [k for k, v in batch.items() if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == rows]
     return [{k: batch[k][i : i + size] for k in keys} for i in range(0, rows, size)]
-
-
-def _denominator(labels: torch.Tensor, normalization: Normalization) -> torch.Tensor:
-    """`loss_denominator` as a device tensor (no host sync)."""
-    if normalization == "batch_tokens":
-        return torch.full((), labels.numel(), device=labels.device)
-    return (labels != IGNORE_INDEX).sum()
 
 
 def _all_reduce_sum(values: torch.Tensor, group: dist.ProcessGroup | None) -> torch.Tensor:
@@ -136,7 +129,7 @@ def train_step(
     # Counts, loss sums and the grad norm stay on the device until one transfer before the optimizer step.
     counts = torch.stack(
         [
-            sum(_denominator(lab, normalization) for lab in labels),
+            sum(loss_denominator(lab, normalization) for lab in labels),
             sum((lab != IGNORE_INDEX).sum() for lab in labels),
             torch.full((), sum(lab.numel() for lab in labels), device=device),
         ]
