@@ -3,6 +3,7 @@ WORLD_SIZE, MASTER_ADDR, MASTER_PORT), on CPU (gloo) or GPU (NCCL), with the dev
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -94,7 +95,10 @@ def init_distributed(parallel: ParallelConfig | None = None) -> DistEnv:
 
 def shutdown_distributed() -> None:
     """End the process group cleanly: every rank reaches the barrier before any rank tears gloo/NCCL down
-    (a rank that exits while a peer still talks to it can abort the peer)."""
+    (a rank that exits while a peer still talks to it can abort the peer). Unreachable models and DTensors
+    are collected first: they hold the groups, and a group freed during interpreter exit can abort there."""
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
+        gc.collect()
