@@ -308,13 +308,14 @@ def _log(run: Run, metrics: dict, context: dict, console: bool = True) -> None:
 
 
 def _epoch_iterator(run: Run, sampler):
-    """Batches across epochs; each epoch's global order is written to train_data/global_indices.npy. A run
+    """Batches across epochs; each epoch's global order is written to train_data/global_indices.npy and kept
+    as train_data/global_indices_epoch{E}.npy (tools/inspect_data.py reads every epoch's). A run
     resumed at the very end of an epoch finds nothing left in it and goes on with the next."""
     resumed = run.state.examples_seen_this_epoch > 0
     while True:
         iterator = iter(run.loader)
         if run.env.rank == 0:
-            write_global_indices(sampler.global_indices(), run.cfg.save_folder)
+            write_global_indices(sampler.global_indices(), run.cfg.save_folder, sampler.epoch)
         run.state.epoch = sampler.epoch
         yielded = False
         for batch in iterator:

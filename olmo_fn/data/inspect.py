@@ -1,7 +1,8 @@
 """Which exact instances (token ids and text) made up a training batch: the README's inspection recipe.
 
-Works from a run's save folder (config.yaml + train_data/global_indices.npy), from a config file (ours or
-the original OLMo's) with a global order file or URL, or from an experiment file's config() recipe.
+Works from a run's save folder (config.yaml and each epoch's train_data/global_indices_epoch{E}.npy), from a
+config file (ours or the original OLMo's) with a global order file or URL, or from an experiment file's
+config() recipe; an order no file holds is computed from seed + epoch.
 """
 
 from __future__ import annotations
@@ -10,11 +11,18 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import fsspec
-import numpy as np
 
 from olmo_fn.config import DataConfig
-from olmo_fn.data.memmap import TokenDataset, build_token_dataset
-from olmo_fn.data.order import batch_indices, build_global_indices, global_indices_path, read_global_indices
+from olmo_fn.data.memmap import build_token_dataset
+from olmo_fn.data.order import (
+    batch_indices,
+    batches_per_epoch,
+    build_global_indices,
+    epoch_indices_path,
+    global_indices_path,
+    read_global_indices,
+    total_size,
+)
 from olmo_fn.errors import ConfigError
 
 
@@ -78,36 +86,111 @@ def run_data_from_dict(cfg: dict[str, Any], source: str) -> RunData:
         ) from e
 
 
-def batch_instances(
-    dataset: TokenDataset, global_indices: np.ndarray, batch: int, global_batch_size: int
-) -> list[dict[str, Any]]:
-    """Each instance of global batch `batch`: its index, metadata and token ids."""
-    ids = batch_indices(global_indices, batch, global_batch_size)
-    if len(ids) == 0:
-        raise ConfigError(f"batch {batch} is past the end of the order ({len(global_indices)} instances)")
-    out = []
-    for index in ids.tolist():
-        item = dataset[index]
-        out.append({"index": index, "metadata": item["metadata"], "input_ids": item["input_ids"].tolist()})
-    return out
+@dataclass
+class BatchPosition:
+    """Where a global batch lies: batch `batch` (0-based) of epoch `epoch`'s order, trained at global step `step`
+    (1-based, as the run's log counts; step N trains the N-th batch of the whole run; None: a partial batch
+    that drop_last leaves untrained)."""
+
+    epoch: int
+    batch: int
+    step: int | None
+
+
+def locate(
+    step: int | None, epoch: int, batch: int | None, order_size: int, data: DataConfig, global_batch_size: int
+) -> BatchPosition:
+    """The position of global step `step`, or of batch `batch` of epoch `epoch` (exactly one of the two), in
+    epochs of `order_size` instances."""
+    trained = batches_per_epoch(order_size, global_batch_size, data.drop_last)
+    if (step is None) == (batch is None):
+        raise ConfigError("give exactly one of --step (a global step of the run) and --batch (with --epoch)")
+    if step is not None:
+        if step < 1:
+            raise ConfigError(f"--step {step}: steps count from 1 (step 1 trains batch 0 of epoch 0)")
+        if trained == 0:
+            raise ConfigError(
+                f"an epoch holds {order_size} instances, fewer than a global batch of {global_batch_size}: "
+                "the run trains no step; use --batch 0 to see them"
+            )
+        epoch, batch = divmod(step - 1, trained)
+    held = -(-order_size // global_batch_size)
+    if not 0 <= batch < held:
+        raise ConfigError(
+            f"--batch {batch}: an epoch has batches 0 to {held - 1}; use --step for a global step of the run"
+        )
+    if epoch < 0:
+        raise ConfigError(f"--epoch {epoch}: epochs count from 0")
+    return BatchPosition(epoch, batch, epoch * trained + batch + 1 if batch < trained else None)
+
+
+def _file(path: str) -> str | None:
+    from olmo_fn.checkpoint import storage
+
+    return path if storage.exists(path) else None
+
+
+def saved_order(save_folder: str, epoch: int) -> str | None:
+    """The save folder's order file of an epoch: global_indices_epoch{E}.npy, or for epoch 0 of a folder
+    without it (the original OLMo's, or an older run's) global_indices.npy."""
+    kept = _file(epoch_indices_path(save_folder, epoch))
+    if kept is None and epoch == 0 and _file(epoch_indices_path(save_folder, 1)) is None:
+        return _file(global_indices_path(save_folder))
+    return kept
+
+
+def order_length(run: RunData, num_instances: int, save_folder: str | None, world_size: int) -> int:
+    """Instances in every epoch's order: the save folder's file length (it knows the run's world size),
+    else computed from the dataset and world size."""
+    from olmo_fn.checkpoint import storage
+
+    path = save_folder and _file(global_indices_path(save_folder))
+    if path:
+        return storage.size(path) // 4
+    return total_size(num_instances, world_size, run.data.drop_last)
 
 
 def inspect_batch(
-    run: RunData, batch: int, *, order_path: str | None = None, epoch: int = 0, world_size: int = 1
+    run: RunData,
+    *,
+    step: int | None = None,
+    epoch: int = 0,
+    batch: int | None = None,
+    save_folder: str | None = None,
+    order_path: str | None = None,
+    world_size: int = 1,
 ) -> list[dict[str, Any]]:
-    """The instances of a batch of a run, from its global order file or else from seed and epoch."""
+    """The instances of one global batch (by global step, or by epoch and batch), each with its index,
+    metadata, token ids, label mask (SFT data), and position (epoch, batch, step)."""
     dataset = build_token_dataset(run.data, seq_len=run.seq_len, vocab_size=run.vocab_size)
     if order_path is not None:
         order = read_global_indices(order_path)
+        where = locate(step, epoch, batch, len(order), run.data, run.global_batch_size)
     else:
-        order = build_global_indices(
-            len(dataset), seed=run.seed, epoch=epoch, world_size=world_size, drop_last=run.data.drop_last
-        )
-    return batch_instances(dataset, order, batch, run.global_batch_size)
-
-
-def save_folder_order(save_folder: str) -> str | None:
-    """The save folder's global order file, if it has one."""
-    path = global_indices_path(save_folder)
-    fs, stripped = fsspec.core.url_to_fs(path)
-    return path if fs.exists(stripped) else None
+        size = order_length(run, len(dataset), save_folder, world_size)
+        where = locate(step, epoch, batch, size, run.data, run.global_batch_size)
+        path = save_folder and saved_order(save_folder, where.epoch)
+        if path:
+            order = read_global_indices(path)
+        else:
+            order = build_global_indices(
+                len(dataset),
+                seed=run.seed,
+                epoch=where.epoch,
+                world_size=world_size,
+                drop_last=run.data.drop_last,
+            )
+    out = []
+    position = {"step": where.step, "epoch": where.epoch, "batch": where.batch}
+    for index in batch_indices(order, where.batch, run.global_batch_size).tolist():
+        item = dataset[index]
+        inst = {
+            "index": index,
+            **position,
+            "metadata": item["metadata"],
+            "input_ids": item["input_ids"].tolist(),
+        }
+        if "label_mask" in item:
+            inst["label_mask"] = item["label_mask"].tolist()
+        out.append(inst)
+    return out

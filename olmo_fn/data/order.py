@@ -55,13 +55,22 @@ def global_indices_path(save_folder: str) -> str:
     return f"{save_folder.rstrip('/')}/{GLOBAL_INDICES_FILE}"
 
 
-def write_global_indices(indices: np.ndarray, save_folder: str) -> str:
+def epoch_indices_path(save_folder: str, epoch: int) -> str:
+    """Where a run keeps one epoch's order for good: {save_folder}/train_data/global_indices_epoch{E}.npy."""
+    return f"{save_folder.rstrip('/')}/train_data/global_indices_epoch{epoch}.npy"
+
+
+def write_global_indices(indices: np.ndarray, save_folder: str, epoch: int | None = None) -> str:
     """Write the order as raw uint32 (no header) to the save folder (atomically, with retries on object
-    stores); return its path."""
+    stores) as global_indices.npy, the current epoch's as the original names it, and with `epoch` also as
+    that epoch's own file, which the next epoch leaves in place; return the global_indices.npy path."""
     from olmo_fn.checkpoint import storage
 
+    data = np.ascontiguousarray(indices, dtype=np.uint32).tobytes()
     path = global_indices_path(save_folder)
-    storage.write_bytes(path, np.ascontiguousarray(indices, dtype=np.uint32).tobytes())
+    storage.write_bytes(path, data)
+    if epoch is not None:
+        storage.write_bytes(epoch_indices_path(save_folder, epoch), data)
     return path
 
 

@@ -82,7 +82,7 @@ def test_inspect_shows_the_batch_of_the_original_order(tmp_path, capsys):
     assert instances[2]["metadata"] == {"path": str(DATA / "part-1.npy")}
     assert instances[2]["text"] == " ".join(f"w{t}" for t in instances[2]["input_ids"])
     out = capsys.readouterr().out
-    assert "=== batch 2, instance 2: index 28" in out and "text: w" in out
+    assert "=== step 3 (epoch 0, batch 2), instance 2: index 28" in out and "text: w" in out
 
 
 def test_inspect_json_from_the_command_line(tmp_path):
