@@ -19,7 +19,9 @@ from olmo_fn.model.transformer import check_token_ids
 from olmo_fn.sampling import SamplingConfig, next_tokens
 
 CACHE_MULTIPLE = 64
-_compiled: dict[str, Callable] = {}
+SYNC_EVERY = {"cpu": 1}
+"""Decode steps between host checks of "has every row stopped?" (8 where a check waits on an accelerator)."""
+_compiled: dict[tuple[str, str], Callable] = {}
 
 
 @dataclass
@@ -34,20 +36,109 @@ class Generation:
         return self.tokens[i, : int(self.lengths[i])].tolist()
 
 
+@dataclass
+class Decoding:
+    """Everything a decode step reads and updates, on the model's device: a step needs no host sync."""
+
+    token: torch.Tensor
+    """[B, 1] the token fed next."""
+    positions: torch.Tensor
+    """[B, 1] its RoPE position (counting real tokens only)."""
+    out: torch.Tensor
+    """[B, N] new tokens so far, pad after a row stopped."""
+    lengths: torch.Tensor
+    """[B] new tokens per row, the stopping one included."""
+    done: torch.Tensor
+    """[B] whether a row stopped."""
+    tail: torch.Tensor
+    """[B, W] the last W new tokens (-1 before the first), W = the longest stop sequence."""
+    index: torch.Tensor
+    """[] the index in `out` of the next new token."""
+    seen: torch.Tensor | None
+    """[B, V] tokens in the prompt or generated (for the repetition penalty), else None."""
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """When a row stops besides max_new_tokens: EOS, token sequences, or strings in the decoded text.
+
+    EOS and token sequences are checked on the device, inside the (compiled) step; strings need the text, so
+    they cost a host transfer per token."""
+
+    eos_token_id: int | None = None
+    sequences: tuple[tuple[int, ...], ...] = ()
+    strings: tuple[str, ...] = ()
+    decode: Callable[[list[int]], str] | None = None
+
+    def hit(self, new: list[int]) -> bool:
+        """Whether a row whose new tokens are `new` has just stopped (the host-side rule, strings included)."""
+        if self.eos_token_id is not None and new[-1] == self.eos_token_id:
+            return True
+        if any(len(s) and tuple(new[-len(s) :]) == s for s in self.sequences):
+            return True
+        return self.hit_string(new)
+
+    def hit_string(self, new: list[int]) -> bool:
+        """Whether the decoded text of `new` holds a stop string."""
+        return (
+            bool(self.strings)
+            and self.decode is not None
+            and any(s in self.decode(new) for s in self.strings)
+        )
+
+    def stopped(self, state: Decoding) -> torch.Tensor:
+        """[B] rows whose newest token (state.tail[:, -1]) ends a stop sequence or is EOS, on the device."""
+        hit = torch.zeros_like(state.done)
+        if self.eos_token_id is not None:
+            hit |= state.tail[:, -1] == self.eos_token_id
+        for seq in self.sequences:
+            if seq:
+                target = torch.tensor(seq, device=hit.device)
+                hit |= (state.tail[:, -len(seq) :] == target).all(-1)
+        return hit
+
+
+def advance(state: Decoding, token: torch.Tensor, stop: StopRule, pad: int) -> None:
+    """Record the [B] next tokens in `state` (pad for stopped rows) and update who stopped, in place."""
+    token = token.masked_fill(state.done, pad)
+    state.out.index_copy_(1, state.index.view(1), token[:, None])
+    state.lengths.add_((~state.done).long())
+    state.tail.copy_(torch.cat([state.tail[:, 1:], token[:, None]], dim=1))
+    state.done.logical_or_(stop.stopped(state))
+    state.token.copy_(token[:, None])
+    if state.seen is not None:
+        state.seen.scatter_(1, state.token, True)
+    state.index.add_(1)
+
+
 def _step(model: nn.Module, ids: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
     """[B, V] last-position logits of feeding ids [B, T] at cache.slots."""
     return model(ids, positions=positions, cache=cache)[:, -1]
 
 
-def decode_step(compile: bool, device_type: str = "cpu") -> Callable:
-    """The single-token step, eager or torch.compile'd (compiled once per process, device type and shape)."""
-    if not compile:
-        return _step
-    if device_type not in _compiled:
+def _greedy_step(model: nn.Module, state: Decoding, cache: KVCache, sampling: SamplingConfig, stop: StopRule,
+                 pad: int) -> None:  # fmt: skip
+    """One whole greedy decode step: the forward, the pick, the bookkeeping; one graph when compiled."""
+    logits = _step(model, state.token, state.positions, cache)
+    advance(state, next_tokens(logits[:, : model.config.vocab_size], state.seen, sampling, None), stop, pad)
+    state.positions.add_(1)
+    cache.slots.add_(1)
+
+
+def _prefill(model: nn.Module, ids: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    """The prompt's forward: [B, V] logits at its last position (a separate graph, dynamic in the width)."""
+    return _step(model, ids, positions, cache)
+
+
+def compiled(fn: Callable, device_type: str) -> Callable:
+    """fn torch.compile'd once per process and device type (the prompt's forward dynamic in its width)."""
+    key = (fn.__name__, device_type)
+    if key not in _compiled:
         # On CPU a C++ wrapper calls the ~100 small kernels of a step faster than Python does.
         options = {"cpp_wrapper": True} if device_type == "cpu" else {}
-        _compiled[device_type] = torch.compile(_step, fullgraph=True, dynamic=False, options=options)
-    return _compiled[device_type]
+        dynamic = None if fn is _prefill else False
+        _compiled[key] = torch.compile(fn, fullgraph=True, dynamic=dynamic, options=options)
+    return _compiled[key]
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,28 +152,6 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch
         ids[i, width - len(p) :] = torch.tensor(list(p), dtype=torch.long)
         mask[i, width - len(p) :] = 1
     return ids, mask
-
-
-@dataclass(frozen=True)
-class StopRule:
-    """When a row stops besides max_new_tokens: EOS, token sequences, or strings in the decoded text."""
-
-    eos_token_id: int | None = None
-    sequences: tuple[tuple[int, ...], ...] = ()
-    strings: tuple[str, ...] = ()
-    decode: Callable[[list[int]], str] | None = None
-
-    def hit(self, new: list[int]) -> bool:
-        """Whether a row whose new tokens are `new` has just stopped."""
-        if self.eos_token_id is not None and new[-1] == self.eos_token_id:
-            return True
-        if any(len(s) and tuple(new[-len(s) :]) == s for s in self.sequences):
-            return True
-        return (
-            bool(self.strings)
-            and self.decode is not None
-            and any(s in self.decode(new) for s in self.strings)
-        )
 
 
 def _check(
@@ -118,9 +187,11 @@ def generate(
     """Continue each left-padded prompt of input_ids [B, T] (attention_mask [B, T], 1 = real token).
 
     sampling: greedy by default; stop: EOS / token sequences / strings (default: the model's eos_token_id);
-    on_step(tokens [B], done [B]) sees each step's tokens as they come (for streaming); compile: torch.compile
-    the decode step (on CPU with a C++ wrapper; after the first decode step only the guards that pick between
-    compiled graphs run, as every later step has the first one's shapes and model).
+    on_step(tokens [B], done [B]) sees each step's tokens as they come (for streaming; it costs a host transfer
+    per token, as stop strings do); compile: torch.compile the prompt's forward and the decode step (on CPU with a
+    C++ wrapper), the greedy step whole: forward, argmax, stop rules and bookkeeping in one graph. A step never
+    waits for the host: rows that stopped are tracked on the device, and the loop asks whether all did every
+    SYNC_EVERY steps (every step on CPU, where asking is free).
     """
     cfg = model.config
     sampling = sampling if sampling is not None else SamplingConfig()
@@ -132,66 +203,86 @@ def generate(
     mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(device)
     length = -(-(width + max_new_tokens) // CACHE_MULTIPLE) * CACHE_MULTIPLE
     key_mask = torch.cat([mask, mask.new_ones(batch, length - width)], dim=1)
-    dtype = model.embeddings.weight.dtype
-    cache = new_cache(cfg, batch, length, key_mask, dtype, device)
-    seen = None
-    if sampling.repetition_penalty != 1.0:
-        seen = torch.zeros(batch, cfg.vocab_size + 1, dtype=torch.bool, device=device)  # last column: padding
-        seen = seen.scatter_(1, input_ids.masked_fill(mask == 0, cfg.vocab_size), True)[:, : cfg.vocab_size]
+    cache = new_cache(cfg, batch, length, key_mask, model.embeddings.weight.dtype, device)
+    state = _start(
+        input_ids,
+        mask,
+        max_new_tokens,
+        stop,
+        pad,
+        cfg.vocab_size if sampling.repetition_penalty != 1.0 else None,
+    )
     generator = torch.Generator(device=device).manual_seed(sampling.seed) if sampling.do_sample else None
     was_training = model.training
     model.eval()
     try:
         cache.slots = torch.arange(width, device=device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = _step(model, input_ids, positions, cache)
-        return _decode_loop(model, logits, mask.sum(-1, keepdim=True), cache, seen, generator, sampling, stop,
-                            max_new_tokens, pad, on_step, decode_step(compile, device.type))  # fmt: skip
+        prefill = compiled(_prefill, device.type) if compile else _prefill
+        logits = prefill(model, input_ids, (mask.cumsum(-1) - 1).clamp(min=0), cache)
+        advance(state, next_tokens(logits[:, : cfg.vocab_size], state.seen, sampling, generator), stop, pad)
+        cache.slots = torch.tensor([width], device=device)
+        return _decode_loop(model, state, cache, sampling, stop, pad, generator, on_step, compile)
     finally:
         model.train(was_training)
 
 
-def _decode_loop(
-    model: nn.Module,
-    logits: torch.Tensor,
-    n_real: torch.Tensor,
-    cache: KVCache,
-    seen: torch.Tensor | None,
-    generator: torch.Generator | None,
-    sampling: SamplingConfig,
-    stop: StopRule,
-    max_new_tokens: int,
-    pad: int,
-    on_step: Callable[[torch.Tensor, torch.Tensor], None] | None,
-    step: Callable,
-) -> Generation:
-    """Pick a token from logits, feed it back, until every row stopped or max_new_tokens are out."""
-    vocab, batch = model.config.vocab_size, logits.shape[0]
-    width = int(cache.slots[-1]) + 1
-    out = torch.full((batch, max_new_tokens), pad, dtype=torch.long)
-    lengths = torch.zeros(batch, dtype=torch.long)
-    done = torch.zeros(batch, dtype=torch.bool)
-    for i in range(max_new_tokens):
-        token = next_tokens(logits[:, :vocab], seen, sampling, generator).cpu()
-        token = token.masked_fill(done, pad)
-        out[:, i] = token
-        lengths += (~done).long()
-        if stop.sequences or stop.strings:
-            for b in (~done).nonzero().flatten().tolist():
-                done[b] = stop.hit(out[b, : i + 1].tolist())
-        elif stop.eos_token_id is not None:  # the common case, without a Python loop over rows
-            done |= token == stop.eos_token_id
+def _start(ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, stop: StopRule, pad: int,
+           penalty_vocab: int | None) -> Decoding:  # fmt: skip
+    """The state before the first new token: positions after each row's real tokens, nothing stopped."""
+    batch, device = ids.shape[0], ids.device
+    seen = None
+    if penalty_vocab is not None:  # the prompt's tokens count as seen; the extra last column takes padding
+        seen = torch.zeros(batch, penalty_vocab + 1, dtype=torch.bool, device=device)
+        seen = seen.scatter_(1, ids.masked_fill(mask == 0, penalty_vocab), True)[
+            :, :penalty_vocab
+        ].contiguous()
+    tail = max([1, *(len(s) for s in stop.sequences)])
+    long = dict(dtype=torch.long, device=device)
+    return Decoding(
+        token=torch.zeros(batch, 1, **long),
+        positions=mask.sum(-1, keepdim=True),
+        out=torch.full((batch, max_new_tokens), pad, **long),
+        lengths=torch.zeros(batch, **long),
+        done=torch.zeros(batch, dtype=torch.bool, device=device),
+        tail=torch.full((batch, tail), -1, **long),
+        index=torch.zeros((), **long),
+        seen=seen,
+    )
+
+
+def _decode_loop(model: nn.Module, state: Decoding, cache: KVCache, sampling: SamplingConfig, stop: StopRule,
+                 pad: int, generator: torch.Generator | None, on_step: Callable | None, compile: bool) -> Generation:  # fmt: skip
+    """Feed each new token back until every row stopped or the new tokens are out (the first is picked)."""
+    new = state.out.shape[1]
+    sync_every = SYNC_EVERY.get(state.out.device.type, 8)
+    fused = not sampling.do_sample  # the greedy pick traces; a draw from a torch.Generator does not
+    step = (
+        (_greedy_step if fused else _step)
+        if not compile
+        else compiled(_greedy_step if fused else _step, state.out.device.type)
+    )
+    for i in range(1, new + 1):
+        if stop.strings:  # the text is on the host: the one rule checked there
+            for b in (~state.done).nonzero().flatten().tolist():
+                if stop.hit_string(state.out[b, :i].tolist()):
+                    state.done[b] = True
         if on_step is not None:
-            on_step(token, done.clone())
-        if bool(done.all()) or i == max_new_tokens - 1:
-            return Generation(out[:, : i + 1], lengths)
-        ids = token.to(logits.device)[:, None]
-        if seen is not None:
-            seen.scatter_(1, ids, True)
-        cache.slots = torch.tensor([width + i], device=logits.device)
-        if i == 0 or step is _step:
-            logits = step(model, ids, n_real + i, cache)
-        else:  # later steps repeat the first one's shapes and model: only guards that pick the graph run
-            with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
-                logits = step(model, ids, n_real + i, cache)
-    raise AssertionError("unreachable")
+            on_step(state.out[:, i - 1].cpu(), state.done.cpu())
+        if i == new or (i % sync_every == 0 or stop.strings) and bool(state.done.all()):
+            break
+        with torch.compiler.set_stance("default", skip_guard_eval_unsafe=compile and i > 1):
+            # after the first step every step has its shapes and model: only the guards that pick the graph run
+            if fused:
+                step(model, state, cache, sampling, stop, pad)
+                continue
+            logits = step(model, state.token, state.positions, cache)
+        advance(
+            state,
+            next_tokens(logits[:, : model.config.vocab_size], state.seen, sampling, generator),
+            stop,
+            pad,
+        )
+        state.positions.add_(1)
+        cache.slots.add_(1)
+    lengths = state.lengths.cpu()  # steps after every row stopped (SYNC_EVERY > 1) only added padding
+    return Generation(state.out[:, : int(lengths.max())].cpu(), lengths)

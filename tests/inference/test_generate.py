@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from olmo_fn.errors import ConfigError
-from olmo_fn.generate import StopRule, generate, left_pad
+from olmo_fn.generate import SYNC_EVERY, StopRule, generate, left_pad
 from olmo_fn.model.kv_cache import new_cache
 from olmo_fn.sampling import SamplingConfig
 
@@ -63,6 +63,25 @@ def test_stop_at_eos_sequences_and_strings_then_pad():
     mixed = generate(model, two, max_new_tokens=16, stop=StopRule(eos_token_id=free[k]), pad_token_id=0)
     if len(mixed.row(1)) > k + 1:  # the rows stop apart: the stopped row is padded
         assert mixed.tokens[0, k + 1 :].eq(0).all()
+
+
+@pytest.mark.slow
+def test_stops_kept_on_the_device_match_the_host_rule(monkeypatch):
+    cfg = config("olmo2-gqa")
+    model = random_model(cfg, seed=2)
+    ids, mask = left_pad(prompts(cfg, lengths=(6, 3), seed=1), cfg.pad_token_id)
+    free = generate(model, ids, mask, max_new_tokens=16, stop=StopRule())
+    rows = [free.row(0), free.row(1)]
+    rule = StopRule(eos_token_id=rows[1][9], sequences=((rows[0][4], rows[0][5]), (7, 7, 7)))
+    ends = [next((i + 1 for i in range(16) if rule.hit(r[: i + 1])), 16) for r in rows]
+    eager = generate(model, ids, mask, max_new_tokens=16, stop=rule, pad_token_id=0)
+    compiled = generate(model, ids, mask, max_new_tokens=16, stop=rule, pad_token_id=0, compile=True)
+    monkeypatch.setitem(SYNC_EVERY, "cpu", 4)  # as on an accelerator: steps after the stops add only padding
+    sparse = generate(model, ids, mask, max_new_tokens=16, stop=rule, pad_token_id=0)
+    for got in (eager, compiled, sparse):
+        assert got.lengths.tolist() == ends and got.tokens.shape == (2, max(ends))
+        for i in range(2):
+            assert got.row(i) == rows[i][: ends[i]] and got.tokens[i, ends[i] :].eq(0).all()
 
 
 def test_seeded_sampling_is_reproducible_and_streamed():
