@@ -24,8 +24,17 @@ from olmo_fn.checkpoint.hf import hf_config, to_hf_state_dict
 from olmo_fn.config import ModelConfig
 from olmo_fn.generate import StopRule, generate
 from olmo_fn.model import Transformer, init_weights
+from olmo_fn.quantize import quantize_int8
 
-VARIANTS = ("olmo_fn-eager", "hf-default", "olmo_fn-compiled", "hf-static-compiled", "hf-static")
+VARIANTS = (
+    "olmo_fn-eager",
+    "hf-default",
+    "olmo_fn-compiled",
+    "hf-static-compiled",
+    "hf-static",
+    "olmo_fn-int8",
+    "olmo_fn-int8-compiled",
+)
 ROOFLINE_PASSES = 20  # timed roofline passes per timed generation: a pass is short, so time many
 
 
@@ -49,8 +58,9 @@ class DecodeBench:
     repeats: int = 3
     """Rounds: each runs every variant and the roofline once, in a fresh process each."""
     variants: tuple[str, ...] = ("olmo_fn-eager", "hf-default", "olmo_fn-compiled", "hf-static-compiled")
-    """Which to run, in this order: olmo_fn-eager, olmo_fn-compiled, hf-default, hf-static, hf-static-compiled
-    (the roofline runs in every round)."""
+    """Which to run, in this order: olmo_fn-eager, olmo_fn-compiled, hf-default, hf-static, hf-static-compiled,
+    olmo_fn-int8, olmo_fn-int8-compiled (int8 weight-only projections; they add the int8 kernel's pass to the
+    rounds). The roofline runs in every round."""
     seed: int = 0
 
 
@@ -83,16 +93,26 @@ def _hf(model: Transformer, ids: torch.Tensor, new: int, variant: str) -> Callab
     return run
 
 
-def roofline_pass(model: Transformer) -> Callable[[], None]:
-    """One batch-1 matrix-vector product with every weight matrix of the model (input made once)."""
-    weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    weights.append(model.lm_head.weight if model.lm_head.weight is not None else model.embeddings.weight)
-    inputs = [torch.randn(1, w.shape[1]) for w in weights]
+def roofline_pass(model: Transformer, int8: bool = False) -> Callable[[], None]:
+    """One batch-1 matrix-vector product with every weight matrix of the model (input made once).
+
+    int8: the projections as int8 with per-channel scales through PyTorch's weight-only int8 kernel
+    (torch._weight_int8pack_mm), the head in fp32, as quantize_int8 leaves it: what int8 decoding can reach."""
+    projections = [m.weight.detach() for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    head = model.lm_head.weight if model.lm_head.weight is not None else model.embeddings.weight
+    calls = [(F.linear, w) for w in [*projections, head.detach()]]
+    if int8:
+        scales = [w.abs().amax(1).clamp_min(1e-12) / 127 for w in projections]
+        packed = [(w / s[:, None]).round().to(torch.int8) for w, s in zip(projections, scales, strict=True)]
+        int8_mm = torch._weight_int8pack_mm
+        calls = [(lambda x, w, s=s: int8_mm(x, w, s), w) for w, s in zip(packed, scales, strict=True)]
+        calls.append((F.linear, head.detach()))
+    inputs = [torch.randn(1, w.shape[1]) for _, w in calls]
 
     def run() -> None:
         with torch.no_grad():
-            for x, w in zip(inputs, weights, strict=True):
-                F.linear(x, w)
+            for x, (fn, w) in zip(inputs, calls, strict=True):
+                fn(x, w)
 
     return run
 
@@ -110,13 +130,15 @@ def _worker(variant: str, config: dict) -> dict:
     cfg = _model_config(b)
     model = Transformer(cfg).eval()
     init_weights(model, cfg, b.seed)
-    if variant == "roofline":
-        roof = roofline_pass(model)
+    if variant.startswith("roofline"):
+        roof = roofline_pass(model, int8=variant == "roofline-int8")
         roof()
         return {**harness.timed_steps(roof, b.steps * ROOFLINE_PASSES), "tokens_per_step": b.batch_size}
     ids = torch.randint(
         0, b.vocab_size, (b.batch_size, b.prompt_len), generator=torch.Generator().manual_seed(b.seed)
     )
+    if "int8" in variant:
+        quantize_int8(model)
     if variant.startswith("olmo_fn"):
         run = _olmo_fn(model, ids, b.new_tokens, variant.endswith("compiled"))
     else:
@@ -133,9 +155,10 @@ def run_decode_bench(b: DecodeBench) -> dict:
     b = resolve_case(b, VARIANTS)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     variants = list(dict.fromkeys(b.variants))
-    runs, order = harness.run_rounds(__name__, [*variants, "roofline"], dataclasses.asdict(b), b.repeats)
+    roofs = ["roofline", *(["roofline-int8"] if any("int8" in v for v in variants) else [])]
+    runs, order = harness.run_rounds(__name__, [*variants, *roofs], dataclasses.asdict(b), b.repeats)
     every_worker = [x for r in runs.values() for x in r]
-    roof = harness.summarise({"roofline": runs.pop("roofline")}, "roofline")
+    roof = harness.summarise({r: runs.pop(r) for r in roofs}, "roofline")
     figures = {"bench": "decode", "case": b.case, **harness.summarise(runs, "hf-default"), "order": order}
     figures["usage_all"] = harness.usage(every_worker)
     roof_tps = roof["tokens_per_second"]["roofline"]
@@ -143,6 +166,7 @@ def run_decode_bench(b: DecodeBench) -> dict:
     figures.update(
         roofline_tokens_per_second=roof_tps,
         roofline_spread=roof["spread"]["roofline"],
+        int8_kernel_pass_tokens_per_second=roof["tokens_per_second"].get("roofline-int8"),
         fraction_of_roofline={v: r / roof_tps for v, r in figures["tokens_per_second"].items()},
         warmup_seconds={v: [x["warmup_seconds"] for x in r] for v, r in runs.items()},
         same_tokens={v: all(x["tokens"] == runs[ref][0]["tokens"] for x in r) for v, r in runs.items()},
@@ -167,6 +191,10 @@ def _report(b: DecodeBench, figures: dict, roof: dict, ref: str) -> None:
         "roofline: one batch-1 matrix-vector pass over every weight, measured in its own process each round"
     )
     harness.print_variant("roofline", roof, "")
+    if "roofline-int8" in roof["tokens_per_second"]:
+        print("roofline-int8: the same pass with the projections in int8 through torch._weight_int8pack_mm "
+              f"({n_weights / 1e6:.0f} MB of int8 projections; the head stays fp32)")  # fmt: skip
+        harness.print_variant("roofline-int8", roof, "")
     for v in figures["tokens_per_second"]:
         vs = (
             f"{figures['ratio_vs_hf_default'][v]:5.2f}x hf-default  "

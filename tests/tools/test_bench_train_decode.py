@@ -73,6 +73,14 @@ def test_train_bench_alternates_fresh_workers_with_honest_figures():
         )
 
 
+def test_int8_decode_is_timed_beside_the_int8_kernel_pass():
+    out = _bench("decode", *SHAPE, "--prompt_len", "4", "--new_tokens", "4", "--steps", "1", "--repeats", "1",
+                 "--variants", "olmo_fn-int8", "olmo_fn-eager")  # fmt: skip
+    figures = _figures(out)
+    assert figures["order"] == ["olmo_fn-int8", "olmo_fn-eager", "roofline", "roofline-int8"]
+    assert figures["int8_kernel_pass_tokens_per_second"] > 0 and "torch._weight_int8pack_mm" in out.stdout
+
+
 def test_decode_bench_measures_the_roofline_in_its_own_process():
     """One round: two eager variants and the roofline, each in a fresh process (about 10 s here)."""
     variants = ["olmo_fn-eager", "hf-default"]
