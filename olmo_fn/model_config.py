@@ -6,12 +6,21 @@ Field names follow the original OLMo's model config wherever the concept is the 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
 from olmo_fn.errors import ConfigError
 
 LayerNormType = Literal["default", "rms"]
+LayerType = Literal["full", "sliding"]
+
+
+def olmo3_layer_types(n_layers: int) -> tuple[LayerType, ...]:
+    """OLMo 3's pattern: every fourth layer full attention, the others sliding-window."""
+    return tuple("full" if (i + 1) % 4 == 0 else "sliding" for i in range(n_layers))
+
+
 InitFn = Literal["mitchell", "normal", "full_megatron"]
 
 
@@ -69,6 +78,22 @@ class ModelConfig:
     """Truncate initial weights at this many standard deviations (mitchell defaults to 3)."""
     emb_init_std: float | None = None
     """Standard deviation of the embedding under 'normal' init; None = init_std."""
+    layer_types: tuple[LayerType, ...] | None = None
+    """Each block's attention, 'full' or 'sliding' (OLMo 3: three sliding, then one full, so the last is full;
+    see olmo3_layer_types); None = every layer full."""
+    sliding_window: int | None = None
+    """Keys a 'sliding' layer's query sees, itself included (OLMo 3: 4096)."""
+    rope_yarn_factor: float | None = None
+    """YaRN RoPE scaling of the 'full' layers (OLMo 3 long context: 8); None = plain RoPE everywhere. The
+    'sliding' layers keep plain RoPE, as OLMo 3 does."""
+    rope_yarn_original_max_position: int = 8192
+    """The context the model was pretrained with, before YaRN stretched it."""
+    rope_yarn_beta_fast: float = 32.0
+    """YaRN's rotation count above which frequencies keep their value (extrapolated)."""
+    rope_yarn_beta_slow: float = 1.0
+    """YaRN's rotation count below which frequencies are divided by the factor (interpolated)."""
+    rope_yarn_attention_factor: float | None = None
+    """Scale of YaRN's cos/sin tables; None = 0.1 ln(factor) + 1, the YaRN paper's."""
 
     def __post_init__(self) -> None:
         validate_model_config(self)
@@ -94,6 +119,28 @@ class ModelConfig:
     def hidden_size(self) -> int:
         """Width of the SwiGLU activation (the input of the down projection)."""
         return self.ff_proj_size // 2
+
+    @property
+    def layer_kinds(self) -> tuple[LayerType, ...]:
+        """Each block's attention kind ('full' or 'sliding')."""
+        return self.layer_types if self.layer_types is not None else ("full",) * self.n_layers
+
+    @property
+    def yarn(self) -> tuple[float, int, float, float, float] | None:
+        """(factor, original context, beta_fast, beta_slow, attention factor) of the full layers, or None."""
+        if self.rope_yarn_factor is None:
+            return None
+        factor = self.rope_yarn_factor
+        scale = self.rope_yarn_attention_factor
+        if scale is None:
+            scale = 0.1 * math.log(factor) + 1.0 if factor > 1 else 1.0
+        return (
+            factor,
+            self.rope_yarn_original_max_position,
+            self.rope_yarn_beta_fast,
+            self.rope_yarn_beta_slow,
+            scale,
+        )
 
     @property
     def family(self) -> Literal["olmo1", "olmo2", "hybrid"]:
@@ -154,8 +201,30 @@ def validate_model_config(cfg: ModelConfig) -> None:
         f"must be positive or None, got {cfg.init_cutoff_factor}",
     )
     _need(cfg.layer_norm_type in ("default", "rms"), "layer_norm_type", "must be 'default' or 'rms'")
+    _check_attention_layout(cfg)
     _need(
         cfg.init_fn in ("mitchell", "normal", "full_megatron"),
         "init_fn",
         f"unknown scheme {cfg.init_fn!r}; use mitchell, normal or full_megatron",
     )
+
+
+def _check_attention_layout(cfg: ModelConfig) -> None:
+    kinds = cfg.layer_kinds
+    _need(len(kinds) == cfg.n_layers, "layer_types", f"has {len(kinds)} entries for n_layers={cfg.n_layers}")
+    _need(
+        set(kinds) <= {"full", "sliding"}, "layer_types", f"entries must be 'full' or 'sliding', got {kinds}"
+    )
+    if "sliding" in kinds:
+        _need(
+            cfg.sliding_window is not None and cfg.sliding_window > 0,
+            "sliding_window",
+            f"must be a positive number of tokens for 'sliding' layers, got {cfg.sliding_window}",
+        )
+    if cfg.rope_yarn_factor is not None:
+        _need(cfg.rope_yarn_factor > 0, "rope_yarn_factor", f"must be positive, got {cfg.rope_yarn_factor}")
+        _need(
+            cfg.rope_yarn_original_max_position > 0,
+            "rope_yarn_original_max_position",
+            f"must be positive, got {cfg.rope_yarn_original_max_position}",
+        )

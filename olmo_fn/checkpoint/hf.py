@@ -1,8 +1,9 @@
-"""Mapping between olmo_fn and Hugging Face transformers' OlmoForCausalLM / Olmo2ForCausalLM.
+"""Mapping between olmo_fn and Hugging Face transformers' OlmoForCausalLM / Olmo2ForCausalLM / Olmo3ForCausalLM.
 
 Parameter names map one to one (olmo_fn already keeps q/k/v and up/gate/down separate); the config maps
 field by field, with the real rope theta, norm eps, eos and pad ids. OLMo 1 shapes go to `OlmoConfig`,
-OLMo 2 shapes to `Olmo2Config`; a hybrid that neither class can express is refused with a clear error.
+OLMo 2 shapes to `Olmo2Config`, and OLMo 2 shapes with sliding-window layers or YaRN to `Olmo3Config`
+(same parameter names); a hybrid that neither class can express is refused with a clear error.
 """
 
 from __future__ import annotations
@@ -85,6 +86,10 @@ def hf_config(cfg: ModelConfig) -> Any:
     from transformers import Olmo2Config, OlmoConfig
 
     family = family_of(cfg)
+    if family == "olmo1" and is_olmo3(cfg):
+        raise ConfigError(
+            "model: sliding-window layers and YaRN need the OLMo 2 norm layout (Olmo3ForCausalLM)"
+        )
     common = dict(
         vocab_size=cfg.padded_vocab_size,
         hidden_size=cfg.d_model,
@@ -105,21 +110,83 @@ def hf_config(cfg: ModelConfig) -> Any:
     if family == "olmo1":
         config = OlmoConfig(**common, clip_qkv=cfg.clip_qkv)
         config.architectures = ["OlmoForCausalLM"]
+    elif is_olmo3(cfg):
+        config = _olmo3_config(cfg, common)
     else:
         config = Olmo2Config(**common, rms_norm_eps=cfg.layer_norm_eps)
         config.architectures = ["Olmo2ForCausalLM"]
     return config
 
 
+def is_olmo3(cfg: ModelConfig) -> bool:
+    """Whether the config needs Olmo3ForCausalLM: sliding-window layers or YaRN RoPE."""
+    return "sliding" in cfg.layer_kinds or cfg.yarn is not None
+
+
+_HF_KIND = {"full": "full_attention", "sliding": "sliding_attention"}
+
+
+def _olmo3_config(cfg: ModelConfig, common: dict) -> Any:
+    from transformers import Olmo3Config
+
+    plain = {"rope_type": "default", "rope_theta": float(cfg.rope_theta)}
+    full = dict(plain)
+    if cfg.rope_yarn_factor is not None:
+        full = {**plain, "rope_type": "yarn", "factor": cfg.rope_yarn_factor,
+                "original_max_position_embeddings": cfg.rope_yarn_original_max_position,
+                "beta_fast": cfg.rope_yarn_beta_fast, "beta_slow": cfg.rope_yarn_beta_slow}  # fmt: skip
+        if cfg.rope_yarn_attention_factor is not None:  # else transformers derives YaRN's default, as we do
+            full["attention_factor"] = cfg.rope_yarn_attention_factor
+    common = {**common, "rope_parameters": {"full_attention": full, "sliding_attention": plain}}
+    config = Olmo3Config(
+        **common,
+        rms_norm_eps=cfg.layer_norm_eps,
+        sliding_window=cfg.sliding_window or cfg.max_sequence_length,
+        layer_types=[_HF_KIND[k] for k in cfg.layer_kinds],
+    )
+    config.architectures = ["Olmo3ForCausalLM"]
+    return config
+
+
+def _olmo3_fields(hf_cfg: Any, theta: float) -> dict[str, Any]:
+    """ModelConfig fields of an Olmo3Config's layer kinds, window and per-kind RoPE."""
+    kinds = {v: k for k, v in _HF_KIND.items()}
+    layer_types = tuple(kinds[t] for t in hf_cfg.layer_types)
+    rope = hf_cfg.rope_parameters
+    sliding = rope.get("sliding_attention") or {}
+    if sliding.get("rope_type", "default") != "default" or sliding.get("rope_theta", theta) != theta:
+        raise ConfigError(
+            "rope_parameters: olmo_fn's sliding layers use plain RoPE with the full layers' theta"
+        )
+    full = rope.get("full_attention") or {}
+    window = hf_cfg.sliding_window if "sliding" in layer_types else None
+    fields: dict[str, Any] = dict(layer_types=layer_types if window else None, sliding_window=window)
+    if full.get("rope_type", "default") == "yarn":
+        fields.update(
+            rope_yarn_factor=full["factor"],
+            rope_yarn_original_max_position=full["original_max_position_embeddings"],
+            rope_yarn_beta_fast=full.get("beta_fast") or 32.0,
+            rope_yarn_beta_slow=full.get("beta_slow") or 1.0,
+            rope_yarn_attention_factor=full.get("attention_factor"),
+        )
+    elif full.get("rope_type", "default") != "default":
+        raise ConfigError(
+            f"rope_parameters: rope_type {full['rope_type']!r} is not supported (default, yarn)"
+        )
+    return fields
+
+
 def model_config_from_hf(hf_cfg: Any, vocab_size: int | None = None) -> ModelConfig:
     """ModelConfig of a transformers Olmo/Olmo2 config; vocab_size defaults to its (padded) vocab size."""
     model_type = getattr(hf_cfg, "model_type", None)
-    if model_type not in ("olmo", "olmo2"):
-        raise ConfigError(f"model_type {model_type!r} is not supported; expected 'olmo' or 'olmo2'")
+    if model_type not in ("olmo", "olmo2", "olmo3"):
+        raise ConfigError(f"model_type {model_type!r} is not supported; expected 'olmo', 'olmo2' or 'olmo3'")
     if getattr(hf_cfg, "attention_bias", False):
         raise ConfigError("attention_bias: olmo_fn models have no biases; this checkpoint has them")
     rope = getattr(hf_cfg, "rope_parameters", None) or {}
     kv_heads = hf_cfg.num_key_value_heads or hf_cfg.num_attention_heads
+    if model_type == "olmo3":
+        rope = rope.get("full_attention") or {}
     theta = rope.get("rope_theta", getattr(hf_cfg, "rope_theta", 10_000.0))
     fields: dict[str, Any] = dict(
         d_model=hf_cfg.hidden_size,
@@ -142,4 +209,6 @@ def model_config_from_hf(hf_cfg: Any, vocab_size: int | None = None) -> ModelCon
         fields.update(layer_norm_type="rms", layer_norm_with_affine=True, layer_norm_eps=hf_cfg.rms_norm_eps)
         fields.update(attention_layer_norm=True, attention_layer_norm_with_affine=True, norm_after=True)
         fields.update(init_fn="normal", init_std=hf_cfg.initializer_range, init_cutoff_factor=3.0)
+    if model_type == "olmo3":
+        fields.update(_olmo3_fields(hf_cfg, float(theta)))
     return ModelConfig(**fields)

@@ -1,7 +1,7 @@
 """Hugging Face model folders: config.json, generation_config.json, model.safetensors, optional tokenizer.
 
-Written so that `AutoModelForCausalLM.from_pretrained` (OlmoForCausalLM / Olmo2ForCausalLM) and
-`AutoTokenizer.from_pretrained` load them offline; read back (single or index-sharded safetensors, or a
+Written so that `AutoModelForCausalLM.from_pretrained` (OlmoForCausalLM / Olmo2ForCausalLM /
+Olmo3ForCausalLM) and `AutoTokenizer.from_pretrained` load them offline; read back (single or index-sharded safetensors, or a
 `pytorch_model.bin` through `torch.load(weights_only=True)`) into olmo_fn names and a ModelConfig.
 """
 
@@ -70,11 +70,13 @@ def write_tokenizer(out: str, tokenizer_json: str, cfg: ModelConfig) -> None:
 
 
 def _hf_config_class(model_type: str) -> Any:
-    from transformers import Olmo2Config, OlmoConfig
+    from transformers import Olmo2Config, Olmo3Config, OlmoConfig
 
-    classes = {"olmo": OlmoConfig, "olmo2": Olmo2Config}
+    classes = {"olmo": OlmoConfig, "olmo2": Olmo2Config, "olmo3": Olmo3Config}
     if model_type not in classes:
-        raise CheckpointError(f"config.json: model_type {model_type!r} is not supported (olmo or olmo2)")
+        raise CheckpointError(
+            f"config.json: model_type {model_type!r} is not supported (olmo, olmo2 or olmo3)"
+        )
     return classes[model_type]
 
 

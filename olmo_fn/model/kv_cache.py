@@ -2,7 +2,8 @@
 
 Keys are cached *rotated* (RoPE applied before the write, as gpt-fast does): a decode step rotates only its
 own token, and nothing is re-rotated. Every step attends over the whole buffer [B, H_kv, L, D]; a key is
-visible when its slot is at or before the query's slot and the key mask marks it real (left padding is 0).
+visible when its slot is at or before the query's slot (and, in a sliding-window layer, within the window)
+and the key mask marks it real (left padding is 0).
 """
 
 from __future__ import annotations
@@ -42,10 +43,14 @@ class KVCache:
         """The view of layer i that Attention.forward writes into."""
         return LayerCache(self.keys[i], self.values[i], self.slots)
 
-    def bias(self, dtype: torch.dtype) -> torch.Tensor:
-        """Additive [B, 1, T, L] attention bias: causal by slot, and padding keys masked."""
+    def bias(self, dtype: torch.dtype, window: int | None = None) -> torch.Tensor:
+        """Additive [B, 1, T, L] attention bias: causal by slot, padding keys masked, and with a window only
+        the `window` slots ending at the query's own."""
         length = self.key_mask.shape[-1]
-        causal = torch.arange(length, device=self.slots.device)[None, :] <= self.slots[:, None]
+        key_slots = torch.arange(length, device=self.slots.device)[None, :]
+        causal = key_slots <= self.slots[:, None]
+        if window is not None:
+            causal = causal & (key_slots > self.slots[:, None] - window)
         keep = causal[None, None] & self.key_mask.bool()[:, None, None, :]
         return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(
             ~keep, torch.finfo(dtype).min

@@ -5,6 +5,8 @@ Nothing here owns parameters; `transformer.py` holds them in thin modules that c
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -22,13 +24,43 @@ def rms_norm(x: torch.Tensor, eps: float, weight: torch.Tensor | None = None) ->
     return out if weight is None else out * weight
 
 
-def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """fp32 cos/sin tables of shape [*positions.shape, head_dim] for rotate-half (NeoX) RoPE."""
-    exponent = torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.int64).float() / head_dim
+def rope_inv_freq(
+    head_dim: int, theta: float, yarn: tuple[float, int, float, float, float] | None = None
+) -> tuple[torch.Tensor, float]:
+    """RoPE's [head_dim / 2] inverse frequencies and the scale of its tables: plain, or YaRN-scaled.
+
+    yarn = (factor, original context, beta_fast, beta_slow, attention factor): frequencies that turn fewer than
+    beta_slow times over the original context are divided by the factor, those that turn more than beta_fast
+    times keep their value, with a linear ramp between (dimension bounds rounded outwards, as transformers)."""
+    exponent = torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim
     inv_freq = 1.0 / (theta**exponent)
-    angles = positions.float().unsqueeze(-1) * inv_freq
+    if yarn is None:
+        return inv_freq, 1.0
+    factor, original, beta_fast, beta_slow, scale = yarn
+
+    def dim_of(rotations: float) -> float:  # the dimension whose frequency turns `rotations` times
+        return head_dim * math.log(original / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+
+    low, high = max(math.floor(dim_of(beta_fast)), 0), min(math.ceil(dim_of(beta_slow)), head_dim - 1)
+    ramp = ((torch.arange(head_dim // 2, dtype=torch.float32) - low) / max(high - low, 0.001)).clamp(0, 1)
+    keep = 1 - ramp  # 1: extrapolate (keep the frequency), 0: interpolate (divide it by the factor)
+    return inv_freq / factor * (1 - keep) + inv_freq * keep, scale
+
+
+def rope_cos_sin(
+    positions: torch.Tensor,
+    head_dim: int,
+    theta: float,
+    yarn: tuple[float, int, float, float, float] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 cos/sin tables of shape [*positions.shape, head_dim] for rotate-half (NeoX) RoPE (YaRN-scaled
+    when yarn is given, see rope_inv_freq)."""
+    inv_freq, scale = rope_inv_freq(head_dim, theta, yarn)
+    angles = positions.float().unsqueeze(-1) * inv_freq.to(positions.device)
     angles = torch.cat((angles, angles), dim=-1)
-    return angles.cos(), angles.sin()
+    if scale == 1.0:
+        return angles.cos(), angles.sin()
+    return angles.cos() * scale, angles.sin() * scale
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -55,6 +87,17 @@ def attention_bias(attention_mask: torch.Tensor, query_len: int, dtype: torch.dt
     q_pos = torch.arange(key_len - query_len, key_len, device=device)
     causal = q_pos[:, None] >= torch.arange(key_len, device=device)[None, :]
     keep = causal[None, None] & attention_mask.bool()[:, None, None, :]
+    return torch.zeros(keep.shape, dtype=dtype, device=device).masked_fill(~keep, torch.finfo(dtype).min)
+
+
+def window_bias(
+    query_len: int, key_len: int, window: int, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """Additive [Tq, Tk] bias of a causal sliding window: the last query_len positions each see the `window`
+    keys ending at their own position."""
+    q_pos = torch.arange(key_len - query_len, key_len, device=device)[:, None]
+    k_pos = torch.arange(key_len, device=device)[None, :]
+    keep = (k_pos <= q_pos) & (k_pos > q_pos - window)
     return torch.zeros(keep.shape, dtype=dtype, device=device).masked_fill(~keep, torch.finfo(dtype).min)
 
 

@@ -190,23 +190,51 @@ class Transformer(nn.Module):
         cfg = self.config
         if positions is None:
             positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        cos, sin = layers.rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta)
-        if cos.dim() == 2:
-            cos, sin = cos[None], sin[None]
         h = self.embeddings(input_ids)
-        bias = None
-        if cache is not None:
-            bias = cache.bias(torch.float32)
-        elif attention_bias is not None:
-            bias = attention_bias
-        elif attention_mask is not None:
-            bias = layers.attention_bias(attention_mask, input_ids.shape[1], torch.float32)
-        for i, block in enumerate(self.blocks):
+        rope, masks = _rope_tables(cfg, positions), _attention_masks(cfg, input_ids, attention_mask,
+                                                                      attention_bias, cache)  # fmt: skip
+        for i, (block, kind) in enumerate(zip(self.blocks, cfg.layer_kinds, strict=True)):
+            (cos, sin), bias = rope[kind], masks[kind]
             h = block(h, cos, sin, bias) if cache is None else block(h, cos, sin, bias, cache.layer(i))
         if cache is not None:
             h = h[:, -1:]
         tied = self.embeddings.weight if cfg.weight_tying else None
         return self.lm_head(h, tied, labels, z_loss_multiplier, loss_chunk_size, per_token)
+
+
+def _rope_tables(cfg: ModelConfig, positions: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """cos/sin [B or 1, T, head_dim] per layer kind: YaRN-scaled for the full layers when configured."""
+
+    def tables(yarn) -> tuple[torch.Tensor, torch.Tensor]:
+        cos, sin = layers.rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta, yarn)
+        return (cos[None], sin[None]) if cos.dim() == 2 else (cos, sin)
+
+    plain = tables(None)
+    return {"full": tables(cfg.yarn) if cfg.yarn is not None else plain, "sliding": plain}
+
+
+def _attention_masks(
+    cfg: ModelConfig,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    attention_bias: torch.Tensor | None,
+    cache: KVCache | None,
+) -> dict[str, torch.Tensor | None]:
+    """The additive fp32 bias per layer kind (None: plain causal); sliding layers add their window."""
+    window = cfg.sliding_window if "sliding" in cfg.layer_kinds else None
+    if cache is not None:
+        full = cache.bias(torch.float32)
+        return {"full": full, "sliding": cache.bias(torch.float32, window) if window else full}
+    full = attention_bias
+    if full is None and attention_mask is not None:
+        full = layers.attention_bias(attention_mask, input_ids.shape[1], torch.float32)
+    if window is None:
+        return {"full": full, "sliding": full}
+    steps = input_ids.shape[1]
+    band = layers.window_bias(steps, steps, window, torch.float32, input_ids.device)
+    # both biases are 0 or the most negative finite value: clamping their sum keeps masked entries finite
+    sliding = band if full is None else (full + band).clamp(min=torch.finfo(torch.float32).min)
+    return {"full": full, "sliding": sliding}
 
 
 def check_token_ids(input_ids: torch.Tensor, vocab_size: int) -> None:

@@ -5,9 +5,15 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import Olmo2ForCausalLM, OlmoForCausalLM
+from transformers import Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoForCausalLM
 
-from olmo_fn.checkpoint.hf import from_hf_state_dict, hf_config, model_config_from_hf, to_hf_state_dict
+from olmo_fn.checkpoint.hf import (
+    from_hf_state_dict,
+    hf_config,
+    is_olmo3,
+    model_config_from_hf,
+    to_hf_state_dict,
+)
 from olmo_fn.config import ModelConfig
 from olmo_fn.errors import ConfigError
 from olmo_fn.loss import lm_loss, shift_labels
@@ -39,10 +45,27 @@ CASES = {
     "olmo2-tied-gqa-theta10k": dict(**OLMO2, n_kv_heads=2, weight_tying=True, rope_theta=10_000.0),
     "olmo1-tied-clipqkv-theta10k": dict(**OLMO1, weight_tying=True, clip_qkv=0.5, rope_theta=10_000.0),
     "olmo1-untied-mqa-theta500k": dict(**OLMO1, n_kv_heads=1, rope_theta=500_000.0),
+    # OLMo 3: a sliding window shorter than the sequence (40), with and without YaRN on the full layer
+    "olmo3-window5-gqa": dict(**OLMO2, n_kv_heads=2, layer_types=("sliding", "full"), sliding_window=5),
+    "olmo3-window7-yarn": dict(
+        **OLMO2,
+        layer_types=("sliding", "full"),
+        sliding_window=7,
+        rope_theta=10_000.0,
+        rope_yarn_factor=8.0,
+        rope_yarn_original_max_position=4096,
+    ),  # fmt: skip
+    "olmo3-yarn-only": dict(
+        **OLMO2, rope_yarn_factor=4.0, rope_yarn_original_max_position=2048, rope_yarn_attention_factor=1.1
+    ),  # fmt: skip
 }
-HF_CLASS = {"olmo1": OlmoForCausalLM, "olmo2": Olmo2ForCausalLM}
+HF_CLASS = {"olmo1": OlmoForCausalLM, "olmo2": Olmo2ForCausalLM, "olmo3": Olmo3ForCausalLM}
 MAX_ABS = 1e-5
 results: dict[str, float] = {}
+
+
+def _kind(cfg):
+    return "olmo3" if is_olmo3(cfg) else cfg.family
 
 
 def _cfg(case):
@@ -55,7 +78,7 @@ def _tokens(cfg, seed=0, shape=(3, 40)):
 
 def _random_hf(cfg, seed):
     torch.manual_seed(seed)
-    hf = HF_CLASS[cfg.family](hf_config(cfg)).eval()
+    hf = HF_CLASS[_kind(cfg)](hf_config(cfg)).eval()
     with torch.no_grad():  # move norm weights away from 1 so a dropped norm weight shows
         for name, p in hf.named_parameters():
             p.copy_(1 + 0.2 * torch.randn_like(p) if "norm" in name else 0.08 * torch.randn_like(p))
@@ -92,7 +115,7 @@ def test_olmo_fn_to_hf_logits(case):
         for name, p in ours.named_parameters():
             if "norm" in name:
                 p.add_(0.2 * torch.randn_like(p))
-    hf = HF_CLASS[cfg.family](hf_config(cfg)).eval()
+    hf = HF_CLASS[_kind(cfg)](hf_config(cfg)).eval()
     hf.load_state_dict(to_hf_state_dict(ours.state_dict(), cfg), strict=True)
     ids = _tokens(cfg, 1)
     with torch.no_grad():
@@ -102,6 +125,25 @@ def test_olmo_fn_to_hf_logits(case):
     assert model_config_from_hf(hf.config, vocab_size=cfg.vocab_size) == dataclasses.replace(
         cfg, init_cutoff_factor=3.0 if cfg.family == "olmo2" else None
     )
+
+
+def _logits(cfg, ids, **change):
+    model = Transformer(dataclasses.replace(cfg, **change)).eval()
+    init_weights(model, model.config, seed=5)
+    with torch.no_grad():
+        return model(ids)
+
+
+def test_the_window_and_yarn_change_what_is_compared():
+    """The OLMo 3 cases above are not OLMo 2 in disguise: their window and YaRN move the logits."""
+    cfg = _cfg("olmo3-window5-gqa")
+    ids = _tokens(cfg, 1)
+    windowed, unwindowed = _logits(cfg, ids), _logits(cfg, ids, layer_types=None, sliding_window=None)
+    # within the first window every query sees all its keys: equal there, different after
+    torch.testing.assert_close(windowed[:, :5], unwindowed[:, :5], rtol=0, atol=0)
+    assert (windowed[:, 5:] - unwindowed[:, 5:]).abs().max() > 1e-2
+    cfg = _cfg("olmo3-window7-yarn")
+    assert (_logits(cfg, ids) - _logits(cfg, ids, rope_yarn_factor=None)).abs().max() > 1e-2
 
 
 @pytest.mark.parametrize("case", ["olmo2-tied-gqa-theta10k", "olmo1-untied-mqa-theta500k"])

@@ -1,4 +1,4 @@
-"""Tiny random models for the inference tests (OLMo 1 and OLMo 2 shapes, with and without GQA / tying)."""
+"""Tiny random models for the inference tests (OLMo 1, 2 and 3 shapes, with and without GQA / tying)."""
 
 import torch
 
@@ -31,6 +31,15 @@ CASES = {
     "olmo2-tied": dict(**OLMO2, weight_tying=True, rope_theta=10_000.0),
     "olmo1-clipqkv": dict(**OLMO1, clip_qkv=0.5, rope_theta=10_000.0),
     "olmo1-mqa-tied": dict(**OLMO1, n_kv_heads=1, weight_tying=True, rope_theta=500_000.0),
+    # OLMo 3: a window shorter than prompt + new tokens, YaRN on the full layer (sliding layers keep RoPE)
+    "olmo3-window-yarn": dict(
+        **OLMO2,
+        layer_types=("sliding", "full"),
+        sliding_window=6,
+        rope_theta=10_000.0,
+        rope_yarn_factor=8.0,
+        rope_yarn_original_max_position=4096,
+    ),  # fmt: skip
 }
 
 
