@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from olmo_fn.config import ModelConfig
+from olmo_fn.model_config import olmo3_layer_types
 
 
 def _olmo1(**shape) -> ModelConfig:
@@ -87,6 +88,31 @@ def olmo2_13b() -> ModelConfig:
     return _olmo2(d_model=5120, n_heads=40, n_layers=40, mlp_hidden_size=27648)
 
 
+def olmo2_32b() -> ModelConfig:
+    """OLMo-2 32B (0325): 40 query heads sharing 8 key/value heads (GQA)."""
+    return _olmo2(d_model=5120, n_heads=40, n_kv_heads=8, n_layers=64, mlp_hidden_size=2 * 27648)
+
+
+def _olmo3(**shape) -> ModelConfig:
+    """OLMo 3: OLMo 2 with a 4096-token sliding window on three of every four layers (the fourth, and so the
+    last, full) and an 8192-token pretraining context; YaRN (factor 8) on the full layers comes with the
+    long-context stage (experiments/olmo3_long_context.py)."""
+    n_layers = shape["n_layers"]
+    return _olmo2(
+        layer_types=olmo3_layer_types(n_layers), sliding_window=4096, max_sequence_length=8192, **shape
+    )
+
+
+def olmo3_7b() -> ModelConfig:
+    """OLMo 3 7B: multi-head attention, SwiGLU 11008."""
+    return _olmo3(d_model=4096, n_heads=32, n_layers=32, mlp_hidden_size=2 * 11008)
+
+
+def olmo3_32b() -> ModelConfig:
+    """OLMo 3 32B: the OLMo 2 32B shape (40 heads, 8 key/value heads, SwiGLU 27648) with OLMo 3 attention."""
+    return _olmo3(d_model=5120, n_heads=40, n_kv_heads=8, n_layers=64, mlp_hidden_size=2 * 27648)
+
+
 def olmo_tiny() -> ModelConfig:
     """A small OLMo-2-style model that trains on one CPU in minutes (the default corpus' 4096-token BPE)."""
     return _olmo2(
@@ -111,5 +137,8 @@ PRESETS: dict[str, Callable[[], ModelConfig]] = {
     "olmo2-1b": olmo2_1b,
     "olmo2-7b": olmo2_7b,
     "olmo2-13b": olmo2_13b,
+    "olmo2-32b": olmo2_32b,
+    "olmo3-7b": olmo3_7b,
+    "olmo3-32b": olmo3_32b,
     "olmo-tiny": olmo_tiny,
 }

@@ -19,6 +19,9 @@ EXPECTED = {
     "olmo2-1b": 1_484_916_736,
     "olmo2-7b": 7_298_617_344,
     "olmo2-13b": 13_716_198_400,
+    "olmo2-32b": 32_234_279_936,
+    "olmo3-7b": 7_298_617_344,
+    "olmo3-32b": 32_234_279_936,
 }
 
 
@@ -30,6 +33,22 @@ def test_preset_parameter_counts_on_meta(name):
     built = sum(p.numel() for p in model.parameters())
     assert built == EXPECTED[name]
     assert num_params(cfg) == EXPECTED[name]
+
+
+@pytest.mark.parametrize("name", ["olmo2-13b", "olmo2-32b", "olmo3-7b", "olmo3-32b"])
+def test_preset_parameter_counts_equal_transformers_models(name):
+    from transformers import Olmo2ForCausalLM, Olmo3ForCausalLM
+
+    from olmo_fn.checkpoint.hf import hf_config, is_olmo3
+
+    cfg = PRESETS[name]()
+    with torch.device("meta"):
+        theirs = (Olmo3ForCausalLM if is_olmo3(cfg) else Olmo2ForCausalLM)(hf_config(cfg))
+    assert sum(p.numel() for p in theirs.parameters()) == EXPECTED[name]
+    layer_types = theirs.config.layer_types if is_olmo3(cfg) else None
+    if name.startswith("olmo3"):  # three sliding layers of 4096 tokens, then a full one; the last is full
+        assert layer_types[:4] == ["sliding_attention"] * 3 + ["full_attention"]
+        assert layer_types[-1] == "full_attention" and theirs.config.sliding_window == 4096
 
 
 def test_preset_architectures():
@@ -82,3 +101,15 @@ def test_flops_per_token_matches_the_hand_count():
 def test_inconsistent_configs_name_the_field(change, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         dataclasses.replace(ModelConfig(), **change)
+
+
+def test_readme_model_table_lists_every_preset_with_its_count():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    rows = re.findall(r"^\| (`[^|]+`) \| ([\d,]+) \|", readme, re.M)
+    listed = {
+        name.strip("`"): int(count.replace(",", "")) for names, count in rows for name in names.split(", ")
+    }
+    assert listed == {name: num_params(make()) for name, make in PRESETS.items()}
