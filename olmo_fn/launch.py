@@ -13,11 +13,22 @@ from olmo_fn.config_io import parse_cli
 from olmo_fn.errors import OlmoFnError
 
 
+def _not_enum_registration(record: logging.LogRecord) -> bool:
+    """False for torch's notice that torchao registers its Enum classes the deprecated way (one line per enum
+    at torchao's import; harmless, and nothing a user can act on)."""
+    return "is an Enum subclass and is now natively supported" not in record.getMessage()
+
+
 def quiet_third_party() -> None:
-    """Silence import-time noise of optional kernels that this machine cannot load (harmless)."""
+    """Silence import-time noise of third-party packages: torchao's "Failed to load ..._C_*.so" for optional
+    kernels this machine cannot load, torch's "<enum 'KernelPreference'> is an Enum subclass" line at torchao's
+    import, torchdata's set_vital deprecation. Only those messages: every other warning still shows."""
     os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
     warnings.filterwarnings("ignore", message=".*(KernelPreference|register_constant|set_vital).*")
     logging.getLogger("torchao").setLevel(logging.ERROR)
+    pytree = logging.getLogger("torch.utils._pytree")
+    if _not_enum_registration not in pytree.filters:
+        pytree.addFilter(_not_enum_registration)
 
 
 CLOSED_PIPE_STATUS = 141

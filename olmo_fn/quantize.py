@@ -6,9 +6,6 @@ and the output head stay in their dtype. On CPU this cuts weight memory about 4x
 
 from __future__ import annotations
 
-import logging
-import warnings
-
 import torch
 from torch import nn
 
@@ -19,10 +16,10 @@ QUANTIZATIONS = ("none", "int8")
 
 def quantize_int8(model: nn.Module) -> nn.Module:
     """Quantise model's Linear weights to int8 in place (torchao Int8WeightOnlyConfig); returns model."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        logging.getLogger("torchao").setLevel(logging.ERROR)
-        from torchao.quantization import Int8WeightOnlyConfig, quantize_
+    from olmo_fn.launch import quiet_third_party
+
+    quiet_third_party()  # torchao's import-time noise
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
     quantize_(model, Int8WeightOnlyConfig())
     return model

@@ -3,7 +3,8 @@
     python tools/generate.py CHECKPOINT TOKENIZER_JSON --prompt "Language models are" --max-new-tokens 40
     python tools/generate.py CHECKPOINT TOKENIZER_JSON --prompts-file prompts.txt --do-sample --top-p 0.9
 
-Each prompt's continuation is printed (streamed) as the tokens come; diagnostics go to stderr.
+Each prompt's continuation is printed (streamed) as the tokens come, after a line "=== prompt K of N ===" when
+there are several prompts; diagnostics go to stderr.
 """
 
 from __future__ import annotations
@@ -161,8 +162,10 @@ def main(
         raise DataError("a prompt encodes to no tokens; give some text")
     quantize_and_report(model, quantize, torch.tensor([encoded[0]]))
     rule = StopRule(eos_token_id=model.config.eos_token_id, strings=tuple(stop), decode=tok.decode)
-    for text, p in zip(prompts, encoded, strict=True):
+    for k, (text, p) in enumerate(zip(prompts, encoded, strict=True), 1):
         text = text if isinstance(text, str) else tok.decode(text)
+        if len(prompts) > 1:
+            print(f"=== prompt {k} of {len(prompts)} ===", flush=True)
         stream(model, tok, text, p, max_new_tokens, sampling, rule, compile)
 
 
