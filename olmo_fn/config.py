@@ -201,6 +201,9 @@ class TrackingConfig:
     """Aim experiment name; None = the run name."""
     system_tracking_interval: int | None = 10
     """Seconds between Aim's system metrics (CPU, memory, GPU); None = off."""
+    aim_log_interval: int = 1
+    """Steps between the training metrics recorded in Aim and metrics.jsonl (console lines follow
+    console_log_interval)."""
     progress_bar: bool | None = None
     """Show a progress bar; None = only when stderr is a terminal (plain log lines otherwise)."""
 

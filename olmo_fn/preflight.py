@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 
 from olmo_fn import checkpoint as ckpt
 from olmo_fn.config import TrainConfig
+from olmo_fn.data.files import tokenizer_notes
 from olmo_fn.data.memmap import TokenDataset, build_token_dataset
 from olmo_fn.errors import CheckpointError, ConfigError, OlmoFnError
 from olmo_fn.preemption import signal_numbers
@@ -35,6 +36,8 @@ class Checked:
     downstream: list = field(default_factory=list)
     """The downstream evaluators (eval.evaluators.DownstreamEval), their requests built."""
     degrees: tuple[int, int, int] = (1, 1, 1)
+    notes: list[str] = field(default_factory=list)
+    """Warnings about the data that do not stop the run (token files from different tokenizers)."""
 
 
 class _Problems:
@@ -59,6 +62,8 @@ def preflight(cfg: TrainConfig, world_size: int, *, with_data: bool = True) -> C
     if with_data:
         checked.dataset = problems.check(_train_data, cfg)
         checked.eval_sets = problems.check(_eval_data, cfg) or {}
+        datasets = [checked.dataset, *checked.eval_sets.values()]
+        checked.notes = tokenizer_notes([f.path for d in datasets if d is not None for f in d.files])
     checked.downstream = problems.check(_downstream, cfg) or []
     problems.check(check_save_folder, cfg)
     problems.check(_load_path, cfg)

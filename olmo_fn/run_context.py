@@ -67,6 +67,8 @@ class Run:
     run_hash: str | None = None
     spikes: SpikeWindow | None = None
     """The recent losses and gradient norms steps are judged by (optimizer.skip_spikes; None when off)."""
+    notes: list[str] = field(default_factory=list)
+    """Lines the loop writes when it starts (what was loaded)."""
 
 
 def trainer_state_dict(run: Run) -> dict:
@@ -143,4 +145,30 @@ def checkpoint_notes(cfg: TrainConfig) -> list[str]:
             out.append(
                 f"{interval}={getattr(cfg, interval)} has no effect: {keep}=0 turns {kind} checkpoints off"
             )
+    return out
+
+
+def load_note(path: str, kind: str, step: int | None, reset: list[str]) -> str:
+    """One line saying what a run loaded: the checkpoint, its kind, its step (None: the trainer state was not
+    restored) and what was reset."""
+    at = f"at step {step}" if step is not None else "weights only, training starts at step 0"
+    return f"loaded {path} ({kind} checkpoint, {at})" + (f"; reset: {', '.join(reset)}" if reset else "")
+
+
+def setting_notes(cfg: TrainConfig, max_steps: int, stop: int, unit: int, has_evals: bool) -> list[str]:
+    """Warnings for settings that cannot do what they say in a run of max_steps steps (stop: its last step;
+    unit: scheduler units per step)."""
+    out = []
+    sched = cfg.scheduler
+    length = (sched.t_max if sched.t_max is not None else max_steps * unit) / unit
+    if sched.name != "constant" and sched.t_warmup / unit > length:
+        out.append(
+            f"warning: scheduler.t_warmup={sched.t_warmup:g} {sched.units} is longer than the schedule "
+            f"({length:g} steps): the learning rate never reaches its peak; lower --scheduler.t_warmup"
+        )
+    if has_evals and cfg.eval_interval and cfg.eval_interval > stop:
+        out.append(
+            f"warning: eval_interval={cfg.eval_interval} is past the end of the run (step {stop}): "
+            "in-loop evaluation runs only at the last step; lower --eval_interval"
+        )
     return out

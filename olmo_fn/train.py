@@ -46,8 +46,10 @@ from olmo_fn.run_context import (
     Run,
     TrainState,
     checkpoint_notes,
+    load_note,
     original_trainer_note,
     saves_due,
+    setting_notes,
     stop_save_kind,
     trainer_state_dict,
 )
@@ -116,21 +118,23 @@ def build_model(
 
 def restore(
     cfg: TrainConfig, path: str, model: nn.Module, optimizer, *, resuming: bool = False
-) -> tuple[TrainState, dict | None, str | None]:
+) -> tuple[TrainState, dict | None, str | None, str]:
     """Load a checkpoint into model (and optimizer); the trainer state unless reset_trainer_state. Resuming
     the run's own latest save (try_load_latest_save) restores everything, whatever the reset flags say (they
-    are for the first start from load_path), as in the original."""
+    are for the first start from load_path), as in the original. Also returns the line saying so."""
     keep_optimizer = resuming or not cfg.reset_optimizer_state
     loaded = ckpt.load_checkpoint(
         path, model, optimizer if keep_optimizer else None, verify=cfg.verify_checkpoint
     )
     ts = loaded.trainer_state
+    reset = [] if keep_optimizer else ["optimizer state (the learning rate warms up again)"]
     if ts is None or (cfg.reset_trainer_state and not resuming):
-        return TrainState(), None, None
+        reset += ["trainer state (step, data position)"] if ts is not None else []
+        return TrainState(), None, None, load_note(path, loaded.kind, None, reset)
     state = TrainState(
         ts["step"], ts.get("tokens_seen", 0), ts.get("epoch", 0), ts.get("examples_seen_this_epoch", 0)
     )
-    return state, ts, ts.get("aim_run_hash")
+    return state, ts, ts.get("aim_run_hash"), load_note(path, loaded.kind, state.step, reset)
 
 
 def _on_rank0(env: DistEnv, fn, *args, share: bool = True):
@@ -168,9 +172,9 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult | None:
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, env.device, env.mesh, init=not load_path)  # a load overwrites every parameter
     optimizer = build_optimizer(model, cfg.optimizer)
-    state, trainer_state, run_hash = TrainState(), None, None
+    state, trainer_state, run_hash, loaded = TrainState(), None, None, None
     if load_path:
-        state, trainer_state, run_hash = restore(cfg, load_path, model, optimizer, resuming=resuming)
+        state, trainer_state, run_hash, loaded = restore(cfg, load_path, model, optimizer, resuming=resuming)
     reset_optimizer = cfg.reset_optimizer_state and not resuming
     bolt_on = state.step if (load_path and reset_optimizer and trainer_state) else None
     loader = build_train_loader(
@@ -187,6 +191,7 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult | None:
     if trainer_state is not None and trainer_state.get("data_loader"):
         load_loader_state_dict(loader, trainer_state["data_loader"])
     run = Run(cfg, env, model, optimizer, loader, state, hooks=hooks or Hooks(), run_hash=run_hash)
+    run.notes = [loaded] if loaded else []
     run.spikes = SpikeWindow.from_config(cfg.optimizer, (trainer_state or {}).get("spikes"))
     for hook in run.hooks.after_build:
         hook(run)
@@ -212,7 +217,9 @@ def _loop(run: Run, evals: Checked, bolt_on: int | None) -> TrainResult:
         rank=env.rank, total_steps=stop, start_step=state.step, run_hash=run.run_hash,
     )  # fmt: skip
     run.run_hash = run.tracker.run_hash
-    for note in (original_trainer_note(cfg), *checkpoint_notes(cfg)):
+    has_evals = bool(evals.eval_sets or evals.downstream)
+    notes = [*evals.notes, *setting_notes(cfg, max_steps, stop, unit, has_evals)]
+    for note in (*run.notes, original_trainer_note(cfg), *checkpoint_notes(cfg), *notes):
         if note:
             run.tracker.write(note)
     if peak is None:
@@ -232,7 +239,6 @@ def _loop(run: Run, evals: Checked, bolt_on: int | None) -> TrainResult:
         run.tracker.close()
         return result
     with StopSignals(cfg.stop_signals) as signals, contextlib.closing(run.tracker):
-        has_evals = bool(evals.eval_sets or evals.downstream)
         if cfg.eval_on_load and has_evals:
             result.eval_history.append((state.step, _evaluate(run, evals)))
         iterator = _epoch_iterator(run, sampler)
@@ -259,8 +265,9 @@ def _loop(run: Run, evals: Checked, bolt_on: int | None) -> TrainResult:
             for hook in run.hooks.after_step:
                 hook(run, batch, metrics)
             run.tracker.advance(state.step)
-            if state.step % cfg.console_log_interval == 0 or state.step == stop:
-                _log(run, _train_metrics(run, metrics, speed), {"subset": "train"})
+            console = state.step % cfg.console_log_interval == 0 or state.step == stop
+            if console or state.step % max(cfg.tracking.aim_log_interval, 1) == 0:
+                _log(run, _train_metrics(run, metrics, speed), {"subset": "train"}, console)
             if _due(cfg.eval_interval, state.step, stop) and has_evals:
                 result.eval_history.append((state.step, _evaluate(run, evals)))
             run.tracker.end_step()

@@ -13,7 +13,7 @@ import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
 from olmo_fn import retry
-from olmo_fn.errors import ConfigError, DataError
+from olmo_fn.errors import ConfigError, DataError, OlmoFnError
 
 DTYPES: dict[str, type[np.unsignedinteger]] = {
     "uint8": np.uint8,
@@ -188,3 +188,26 @@ def describe_token_files(
 
     with ThreadPoolExecutor(max_workers=min(16, len(paths))) as pool:
         return list(pool.map(one, range(len(paths))))
+
+
+def tokenizer_notes(paths: list[str]) -> list[str]:
+    """A warning when the token files' folders were made by different tokenizers, by the tokenizer_sha256
+    their manifest.json records (prepare_data.py and prepare_sft_data.py write one); folders without a
+    manifest are not judged."""
+    import json
+
+    from olmo_fn.checkpoint import storage
+
+    made_by: dict[str, list[str]] = {}
+    for folder in dict.fromkeys(p.rsplit("/", 1)[0] if "/" in p else "." for p in paths):
+        manifest = f"{folder}/manifest.json"
+        try:
+            digest = json.loads(storage.read_bytes(manifest)).get("tokenizer_sha256")
+        except (OSError, ValueError, AttributeError, OlmoFnError):
+            continue  # no manifest, or not ours
+        if isinstance(digest, str):
+            made_by.setdefault(digest, []).append(folder)
+    if len(made_by) < 2:
+        return []
+    groups = "; ".join(f"{', '.join(folders)} (tokenizer sha256 {d[:12]})" for d, folders in made_by.items())
+    return [f"warning: the token files were made by different tokenizers: {groups}; tokenise them all alike"]

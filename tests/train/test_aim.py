@@ -15,7 +15,7 @@ from olmo_fn.train import train
 
 
 def _run_with_aim(make_config):
-    cfg = make_config(eval_on_load=True)
+    cfg = make_config(eval_on_load=True, console_log_interval=4)  # Aim still gets every step
     cfg = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, aim=True))
     train(cfg)
     return cfg
@@ -32,8 +32,10 @@ def _runs(repo: str):
     return list(Repo(repo).iter_runs())
 
 
-def test_metrics_and_hparams_are_read_back_from_the_aim_repo(make_config):
+def test_metrics_and_hparams_are_read_back_from_the_aim_repo(make_config, capsys):
     cfg = _run_with_aim(make_config)
+    console = [line for line in capsys.readouterr().out.splitlines() if "train/CrossEntropyLoss=" in line]
+    assert [line.split("]")[0] for line in console] == ["[step 4/8", "[step 8/8"]
     (run,) = _runs(cfg.tracking.aim_repo)
     assert run.name == "test-run" and run["hparams"]["optimizer"]["learning_rate"] == 0.01
     series = {}
