@@ -6,9 +6,11 @@ Nothing here owns parameters; `transformer.py` holds them in thin modules that c
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 
 def layer_norm(x: torch.Tensor, eps: float, weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -101,13 +103,70 @@ def window_bias(
     return torch.zeros(keep.shape, dtype=dtype, device=device).masked_fill(~keep, torch.finfo(dtype).min)
 
 
-def attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Scaled dot-product attention over [B, H, T, D] tensors, causal unless a bias is given.
+@dataclass(frozen=True)
+class SparseMask:
+    """Which keys a causal query sees, as rules rather than a dense [T, T] matrix: only its own document's
+    (doc_ids [B, T], equal within a document), only the `window` keys ending at itself, only real keys
+    (key_mask [B, T], True = real)."""
 
-    Keys and values may have fewer heads than queries (GQA/MQA).
+    doc_ids: torch.Tensor | None = None
+    window: int | None = None
+    key_mask: torch.Tensor | None = None
+
+
+def document_ids(input_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """[B, T] document index of each token of packed instances: a new document starts after each EOS."""
+    ends = (input_ids == eos_token_id).long()
+    return ends.cumsum(-1) - ends
+
+
+def blockwise_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: SparseMask, chunk: int = 1024
+) -> torch.Tensor:
+    """Exact causal attention under a SparseMask with memory linear in T: the queries go `chunk` at a time,
+    each chunk over the keys it can reach (from the window's start, else from 0) with a [B, 1, C, K]
+    boolean mask. Without a window a chunk's mask spans every earlier key, so it is rebuilt in backward
+    instead of kept (activation checkpointing of the chunk). Every query sees at least itself, so no row is
+    empty (a padding query sees only itself)."""
+    steps = q.shape[2]
+    out = []
+    for start in range(0, steps, chunk):
+        end = min(start + chunk, steps)
+        low = 0 if mask.window is None else max(0, start - mask.window + 1)
+        args = (q[:, :, start:end], k[:, :, low:end], v[:, :, low:end], mask, start, low)
+        if mask.window is None and steps > chunk and torch.is_grad_enabled():
+            out.append(checkpoint(_chunk_attention, *args, use_reentrant=False))
+        else:
+            out.append(_chunk_attention(*args))
+    return torch.cat(out, dim=2)
+
+
+def _chunk_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: SparseMask, start: int, low: int
+) -> torch.Tensor:
+    """Queries start.. of q over keys low.. of k/v under `mask`."""
+    qp = torch.arange(start, start + q.shape[2], device=q.device)[:, None]
+    kp = torch.arange(low, low + k.shape[2], device=q.device)[None, :]
+    keep = kp <= qp
+    if mask.window is not None:
+        keep = keep & (kp > qp - mask.window)
+    keep = keep[None, None]
+    end = start + q.shape[2]
+    if mask.doc_ids is not None:
+        keep = keep & (mask.doc_ids[:, None, start:end, None] == mask.doc_ids[:, None, None, low:end])
+    if mask.key_mask is not None:  # a padding query still sees itself: its row stays finite
+        keep = keep & (mask.key_mask.bool()[:, None, None, low:end] | (kp == qp))
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=keep, enable_gqa=k.shape[1] != q.shape[1])
+
+
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | SparseMask | None = None
+) -> torch.Tensor:
+    """Scaled dot-product attention over [B, H, T, D] tensors: causal, or under an additive bias, or under a
+    SparseMask (blockwise_attention). Keys and values may have fewer heads than queries (GQA/MQA).
     """
+    if isinstance(bias, SparseMask):
+        return blockwise_attention(q, k, v, bias)
     gqa = k.shape[1] != q.shape[1]
     if bias is None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)

@@ -173,6 +173,7 @@ class Transformer(nn.Module):
         cache: KVCache | None = None,
         per_token: bool = False,
         attention_bias: torch.Tensor | None = None,
+        doc_ids: torch.Tensor | None = None,
     ) -> torch.Tensor | LMLoss:
         """Run the decoder on [B, T] token ids.
 
@@ -184,15 +185,17 @@ class Transformer(nn.Module):
         go to the cache's slots, attend over the whole cache (its key_mask replaces attention_mask), and only
         the last position's logits come back: [B, 1, embedding_size]. attention_bias: an additive
         [B, 1, T, T] fp32 mask used instead of the causal one (e.g. several continuations packed after one
-        context, each with its own positions).
+        context, each with its own positions). doc_ids: [B, T] document index of each token of packed
+        instances (layers.document_ids): a token attends only within its document, exactly as if each
+        document ran alone (positions still count from the instance's start, as the original's).
         """
         check_token_ids(input_ids, self.config.vocab_size)
         cfg = self.config
         if positions is None:
             positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         h = self.embeddings(input_ids)
-        rope, masks = _rope_tables(cfg, positions), _attention_masks(cfg, input_ids, attention_mask,
-                                                                      attention_bias, cache)  # fmt: skip
+        rope = _rope_tables(cfg, positions)
+        masks = _attention_masks(cfg, input_ids, attention_mask, attention_bias, cache, doc_ids)
         for i, (block, kind) in enumerate(zip(self.blocks, cfg.layer_kinds, strict=True)):
             (cos, sin), bias = rope[kind], masks[kind]
             h = block(h, cos, sin, bias) if cache is None else block(h, cos, sin, bias, cache.layer(i))
@@ -219,21 +222,30 @@ def _attention_masks(
     attention_mask: torch.Tensor | None,
     attention_bias: torch.Tensor | None,
     cache: KVCache | None,
-) -> dict[str, torch.Tensor | None]:
-    """The additive fp32 bias per layer kind (None: plain causal); sliding layers add their window."""
+    doc_ids: torch.Tensor | None,
+) -> dict[str, torch.Tensor | layers.SparseMask | None]:
+    """Each layer kind's mask: None (plain causal), an additive fp32 bias, or a SparseMask (documents and
+    windows, never a dense [T, T] matrix); sliding layers add their window to whatever the full ones use."""
     window = cfg.sliding_window if "sliding" in cfg.layer_kinds else None
     if cache is not None:
         full = cache.bias(torch.float32)
         return {"full": full, "sliding": cache.bias(torch.float32, window) if window else full}
-    full = attention_bias
-    if full is None and attention_mask is not None:
+    if attention_bias is not None:  # an explicit dense bias (packed continuations in evaluation)
+        if window is None:
+            return {"full": attention_bias, "sliding": attention_bias}
+        steps = input_ids.shape[1]
+        band = layers.window_bias(steps, steps, window, torch.float32, input_ids.device)
+        # both are 0 or the most negative finite value: clamping their sum keeps masked entries finite
+        return {
+            "full": attention_bias,
+            "sliding": (attention_bias + band).clamp(min=torch.finfo(torch.float32).min),
+        }
+    full = None
+    if doc_ids is not None:
+        full = layers.SparseMask(doc_ids, None, attention_mask)
+    elif attention_mask is not None:
         full = layers.attention_bias(attention_mask, input_ids.shape[1], torch.float32)
-    if window is None:
-        return {"full": full, "sliding": full}
-    steps = input_ids.shape[1]
-    band = layers.window_bias(steps, steps, window, torch.float32, input_ids.device)
-    # both biases are 0 or the most negative finite value: clamping their sum keeps masked entries finite
-    sliding = band if full is None else (full + band).clamp(min=torch.finfo(torch.float32).min)
+    sliding = layers.SparseMask(doc_ids, window, attention_mask) if window is not None else full
     return {"full": full, "sliding": sliding}
 
 
