@@ -45,6 +45,9 @@ class DataConfig:
     """Integer type of the token files."""
     generate_attention_mask: bool = False
     """Give each batch an attention_mask that is False at the pad_token_id positions."""
+    generate_doc_lengths: bool = False
+    """Intra-document masking: a token attends only within its own document of the instance, a new document
+    starting after each EOS token (the original's option of this name; OLMo 3 trains with it)."""
     seed: int | None = None
     """Seed of the data order (shuffled with seed + epoch); None = the run's seed."""
     num_workers: int = 0

@@ -255,6 +255,7 @@ def _loop(run: Run, evals: Checked, bolt_on: int | None) -> TrainResult:
                 ),
                 z_loss_multiplier=z_loss, normalization=cfg.loss_normalization, autocast_dtype=autocast,
                 dp_group=env.dp_group, spikes=run.spikes,
+                document_eos=cfg.model.eos_token_id if cfg.data.generate_doc_lengths else None,
             )  # fmt: skip
             speed.record(time.perf_counter() - start, metrics.batch_tokens)
             state.step += 1

@@ -16,6 +16,7 @@ from torch import nn
 
 from olmo_fn.errors import TrainingError
 from olmo_fn.loss import IGNORE_INDEX, Normalization, loss_denominator, shift_labels
+from olmo_fn.model.layers import document_ids
 from olmo_fn.spikes import SpikeWindow
 
 
@@ -113,8 +114,12 @@ def train_step(
     autocast_dtype: torch.dtype | None = None,
     dp_group: dist.ProcessGroup | None = None,
     spikes: SpikeWindow | None = None,
+    document_eos: int | None = None,
 ) -> StepMetrics:
     """Accumulate gradients over the micro-batches of this rank's batch, clip, set the LR, step AdamW.
+
+    document_eos: mask attention between the documents packed into an instance, a new one starting after
+    each of these (EOS) tokens (data.generate_doc_lengths).
 
     Without `spikes`, raises TrainingError, before the optimizer moves, if the loss or the gradient norm is
     not finite. With it, a non-finite or spiking step is recorded and skipped instead (parameters and
@@ -140,11 +145,13 @@ def train_step(
     for m, lab in zip(micro, labels):
         autocast = torch.autocast(device.type, autocast_dtype) if autocast_dtype else contextlib.nullcontext()
         with autocast:
+            doc_ids = None if document_eos is None else document_ids(m["input_ids"], document_eos)
             out = model(
                 m["input_ids"],
                 attention_mask=m.get("attention_mask"),
                 labels=lab,
                 z_loss_multiplier=z_loss_multiplier,
+                doc_ids=doc_ids,
             )
         (out.total / denominator).backward()
         sums += torch.stack([out.ce.detach(), out.z.detach()])

@@ -89,3 +89,26 @@ def test_tied_head_trains():
     for _ in range(5):
         last = train_step(model, opt, _batch(), lr=1e-2, microbatch_size=8, max_grad_norm=1.0).ce_loss
     assert last < first
+
+
+def test_document_masking_trains_each_packed_document_as_if_alone():
+    """ce_sum of one packed row [doc A, doc B] under document_eos = A's and B's own sums, plus the label that
+    crosses the boundary (A's EOS predicting B's first token) scored from A alone."""
+    g = torch.Generator().manual_seed(3)
+    a, b = (
+        torch.randint(2, CFG.vocab_size, (13,), generator=g),
+        torch.randint(2, CFG.vocab_size, (19,), generator=g),
+    )
+    a[-1] = b[-1] = CFG.eos_token_id
+    sums = {}
+    for name, ids, eos in (("packed", torch.cat([a, b]), CFG.eos_token_id), ("unmasked", torch.cat([a, b]), None),
+                           ("a", a, None), ("b", b, None)):  # fmt: skip
+        model, opt = _setup()
+        out = train_step(model, opt, {"input_ids": ids[None]}, lr=0.0, microbatch_size=1, max_grad_norm=None,
+                         document_eos=eos)  # fmt: skip
+        sums[name] = out.ce_sum
+    model, _ = _setup()
+    with torch.no_grad():
+        crossing = torch.nn.functional.cross_entropy(model(a[None])[0, -1], b[0])
+    assert sums["packed"] == pytest.approx(sums["a"] + sums["b"] + crossing.item(), rel=1e-5)
+    assert abs(sums["unmasked"] - sums["packed"]) > 1e-2

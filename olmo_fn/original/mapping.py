@@ -181,7 +181,6 @@ def train_config_from_original(tree: dict[str, Any]) -> tuple[TrainConfig, list[
         ("stop_after", (None,), "use stop_at=STEP"),
         ("optimizer.name", ("adamw",), "only AdamW is implemented"),
         ("optimizer.selective_updates", (False,), "not implemented"),
-        ("data.generate_doc_lengths", (False,), "intra-document attention is not implemented"),
         ("data.custom_dataset", (None,), "only token files are read"),
         ("precision", ("fp32", "amp_bf16"), "use fp32 or amp_bf16"),
     ):
@@ -259,6 +258,7 @@ def train_config_from_original(tree: dict[str, Any]) -> tuple[TrainConfig, list[
             "label_mask_paths": data["label_mask_paths"],
             "memmap_dtype": data["memmap_dtype"] or "uint16",
             "generate_attention_mask": flag_at(tree, "data.generate_attention_mask"),
+            "generate_doc_lengths": flag_at(tree, "data.generate_doc_lengths"),
             "seed": data["seed"],
             "num_workers": int_at(tree, "data.num_workers"),
             "drop_last": flag_at(tree, "data.drop_last"),

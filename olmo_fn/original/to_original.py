@@ -28,8 +28,8 @@ def original_from_train_config(cfg: TrainConfig) -> tuple[dict[str, Any], list[s
     )  # fmt: skip
     tree["data"].update(
         paths=d.paths or None, datasets=d.datasets, label_mask_paths=d.label_mask_paths, memmap_dtype=d.memmap_dtype,
-        generate_attention_mask=d.generate_attention_mask, num_workers=d.num_workers, drop_last=d.drop_last,
-        pin_memory=d.pin_memory, prefetch_factor=d.prefetch_factor, persistent_workers=d.persistent_workers,
+        generate_attention_mask=d.generate_attention_mask, generate_doc_lengths=d.generate_doc_lengths,
+        num_workers=d.num_workers, drop_last=d.drop_last, pin_memory=d.pin_memory, prefetch_factor=d.prefetch_factor, persistent_workers=d.persistent_workers,
         timeout=d.timeout, seed=d.seed,
         instance_filter=None if d.instance_filter is None else vars(d.instance_filter).copy(),
     )  # fmt: skip
