@@ -33,12 +33,14 @@ class DataConfig:
     """Training data: raw token files, their order and the loader that reads them."""
 
     paths: list[str] = field(default_factory=list)
-    """Token files (headerless arrays named .npy), local paths or fsspec URLs (gs://, s3://, https://)."""
+    """Token files (headerless arrays named .npy), local paths or fsspec URLs (gs://, s3://, https://), for
+    example `--data.paths part-0.npy part-1.npy`."""
     paths_file: str | None = None
     """A text file (local or URL) listing the token files, one per line, in order (blank lines and lines
     starting with # are skipped; relative entries are relative to the list's folder); used instead of paths."""
     datasets: dict[str, list[str]] | None = None
-    """Named groups of token files, used instead of paths; each instance carries its group's label."""
+    """Named groups of token files, used instead of paths; each instance carries its group's label. On the
+    command line a label, then its files: `--data.datasets web web-0.npy web-1.npy`."""
     label_mask_paths: list[str] | None = None
     """One raw bool file per token file, of the same length: False excludes a token from the loss (SFT)."""
     memmap_dtype: MemmapDtype = "uint16"
@@ -149,7 +151,9 @@ class EvalConfig:
     """In-loop language-model evaluation on held-out token files."""
 
     datasets: dict[str, list[str]] = field(default_factory=dict)
-    """Label -> token files; each label reports eval/{label}/CrossEntropyLoss and Perplexity."""
+    """Label -> token files; each label reports eval/{label}/CrossEntropyLoss and Perplexity. On the command
+    line a label, then its files: `--eval.datasets mine x.npy y.npy` (for several labels use --evaluators
+    mine=x.npy,y.npy other=z.npy)."""
     device_eval_batch_size: int = 8
     """Instances per evaluation batch on each device."""
     eval_subset_num_batches: int = -1
@@ -261,6 +265,14 @@ class OriginalTrainerConfig:
     original trainer did (it clipped before updating the limit; the learning rate had no such lag)."""
 
 
+EVALUATORS_HELP = (
+    "In-loop evaluators, run at eval_interval (and on load with eval_on_load) after eval.datasets: TASK or "
+    "TASK:METRIC for a downstream task, LABEL=FILE[,FILE...] for perplexity, for example `--evaluators piqa "
+    "hellaswag:len_norm valid=v-0.npy,v-1.npy`; the official recipes carry the original's lists. Downstream "
+    "tasks need tokenizer.identifier and the task data."
+)
+
+
 @dataclass
 class TrainConfig:
     """An OLMo training run: model, data, optimizer, schedule, checkpoints, evaluation and tracking."""
@@ -327,12 +339,10 @@ class TrainConfig:
     """Steps between metric log lines."""
     dry_run: bool = False
     """Print the resolved config, parameter count, FLOPs per token and a memory estimate, then exit."""
-    evaluators: Annotated[list[EvaluatorConfig], tyro.conf.arg(constructor=evaluators_from_specs)] = field(
-        default_factory=list
-    )
-    """In-loop evaluators, run at eval_interval (and on load with eval_on_load) after eval.datasets: on the
-    command line TASK or TASK:METRIC for a downstream task, LABEL=FILE[,FILE...] for perplexity; the official
-    recipes carry the original's lists. Downstream tasks need tokenizer.identifier and the task data."""
+    evaluators: Annotated[
+        list[EvaluatorConfig], tyro.conf.arg(constructor=evaluators_from_specs, help=EVALUATORS_HELP)
+    ] = field(default_factory=list)
+    """In-loop evaluators (EVALUATORS_HELP says how to give them on the command line)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)

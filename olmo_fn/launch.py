@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -19,6 +21,44 @@ def _not_enum_registration(record: logging.LogRecord) -> bool:
     return "is an Enum subclass and is now natively supported" not in record.getMessage()
 
 
+_LIST_ITEM = re.compile(r"([-*\u2022]|\d+[.)]) ")
+
+
+def whole_sentences(text: str) -> str:
+    """A docstring's text with each paragraph on one line (list items keep their own lines): what tyro's
+    --help should show, which it then wraps to the terminal."""
+    paragraphs = []
+    for paragraph in re.split(r"\n\s*\n", text.strip()):
+        lines = [line.strip() for line in paragraph.splitlines() if line.strip()]
+        out = lines[:1]
+        for line in lines[1:]:
+            out.append(("\n" if _LIST_ITEM.match(line) else " ") + line)
+        paragraphs.append("".join(out))
+    return "\n\n".join(paragraphs)
+
+
+def tidy_docstring(fn: Callable[..., object]) -> Callable[..., object]:
+    """fn with each entry of its docstring's Args section on one line (tyro shows a function's argument help
+    with the docstring's line breaks); returns fn."""
+    lines: list[str] = []
+    for line in inspect.cleandoc(fn.__doc__ or "").splitlines():
+        if line.startswith("        ") and lines and lines[-1].startswith("    "):
+            lines[-1] += " " + line.strip()  # a continuation of the Args entry above
+        else:
+            lines.append(line)
+    fn.__doc__ = "\n".join(lines)
+    return fn
+
+
+def tidy_help() -> None:
+    """Make tyro's --help show whole sentences: tyro 1.0 starts a new line wherever a docstring's next line
+    begins with anything but a letter, and every multi-line docstring's next line begins with indentation."""
+    from tyro import _strings
+
+    if _strings.remove_single_line_breaks is not whole_sentences:
+        _strings.remove_single_line_breaks = whole_sentences
+
+
 def quiet_third_party() -> None:
     """Silence import-time noise of third-party packages: torchao's "Failed to load ..._C_*.so" for optional
     kernels this machine cannot load, torch's "<enum 'KernelPreference'> is an Enum subclass" line at torchao's
@@ -29,6 +69,7 @@ def quiet_third_party() -> None:
     pytree = logging.getLogger("torch.utils._pytree")
     if _not_enum_registration not in pytree.filters:
         pytree.addFilter(_not_enum_registration)
+    tidy_help()
 
 
 CLOSED_PIPE_STATUS = 141
@@ -49,7 +90,7 @@ def run_tool(fn: Callable[..., object]) -> None:
 
     quiet_third_party()
     try:
-        tyro.cli(fn)
+        tyro.cli(tidy_docstring(fn))
         sys.stdout.flush()
     except OlmoFnError as e:
         print(f"error: {e}", file=sys.stderr)

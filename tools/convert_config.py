@@ -4,13 +4,15 @@ Examples:
     python tools/convert_config.py OLMo-1B.yaml olmo-1b.yaml              # original -> olmo_fn's config.yaml
     python tools/convert_config.py experiments/olmo_1b.py OLMo-1B-original.yaml  # recipe -> original-style
 
-The direction follows IN: an original YAML (an official config, or the config.yaml of an original checkpoint)
+The direction follows INPUT: an original YAML (an official config, or the config.yaml of an original checkpoint)
 becomes olmo_fn's config YAML (the same YAML an olmo_fn checkpoint holds; run it with
 experiments/original_config.py); an experiment file or an olmo_fn config.yaml becomes an original-style
 TrainConfig YAML. What does not carry over is printed, one line each.
 """
 
 from __future__ import annotations
+
+from typing import Annotated
 
 import tyro
 
@@ -29,7 +31,9 @@ from olmo_fn.original.run import is_olmo_fn_config
 
 
 def convert_config(
-    input: tyro.conf.Positional[str], output: tyro.conf.Positional[str], overwrite: bool = False
+    input: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="INPUT")],
+    output: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="OUTPUT")],
+    overwrite: bool = False,
 ) -> None:
     """Write OUTPUT, the config of INPUT in the other format.
 

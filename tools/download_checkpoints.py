@@ -14,7 +14,7 @@ import tyro
 
 from olmo_fn.checkpoint.download import download, read_csv
 from olmo_fn.errors import OlmoFnError
-from olmo_fn.launch import exit_on_closed_pipe
+from olmo_fn.launch import exit_on_closed_pipe, quiet_third_party, tidy_docstring
 
 CsvArg = Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="CSV")]
 
@@ -58,7 +58,9 @@ def main(argv: list[str]) -> None:
     """Parse argv: a `list`/`download` subcommand, or the original's `CSV --save-dir D --step S`."""
     if argv and not argv[0].startswith("-") and argv[0] not in ("list", "download"):
         argv = ["download", *argv]
-    tyro.extras.subcommand_cli_from_dict({"list": list_steps, "download": download_step}, args=argv)
+    quiet_third_party()  # also: --help in whole sentences
+    commands = {"list": tidy_docstring(list_steps), "download": tidy_docstring(download_step)}
+    tyro.extras.subcommand_cli_from_dict(commands, args=argv)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import tyro
 
 from olmo_fn.checkpoint.load import unshard
@@ -9,9 +11,12 @@ from olmo_fn.launch import run_tool
 
 
 def main(
-    input: tyro.conf.Positional[str], output: tyro.conf.Positional[str], overwrite: bool = False
+    input: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="INPUT")],
+    output: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="OUTPUT")],
+    overwrite: bool = False,
 ) -> None:
-    """Unshard INPUT (a sharded checkpoint folder or URL) into the new folder OUTPUT.
+    """Unshard INPUT (a sharded checkpoint folder or URL) into the new folder OUTPUT, for example
+    `python tools/unshard.py runs/my-run/step1000 runs/my-run/step1000-unsharded`.
 
     Args:
         input: Sharded checkpoint folder (local path or fsspec URL).
