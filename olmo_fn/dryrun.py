@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from olmo_fn.config import ModelConfig, TrainConfig
 from olmo_fn.config_io import dump_yaml
@@ -98,4 +98,21 @@ def dry_run_report(cfg: TrainConfig, world_size: int | None = None) -> str:
             "memory per device (estimate), full activation checkpointing", estimate_memory(cfg, degrees, True)
         ),
     ]
+    if cfg.model.max_sequence_length > 8192:
+        lines.append(_context_parallel_line(cfg, degrees))
     return "\n".join(lines)
+
+
+def _context_parallel_line(cfg: TrainConfig, degrees: tuple[int, int, int]) -> str:
+    """Long sequences: the activations per device if context parallelism split each sequence over 2, 4, 8
+    devices (olmo_fn has none yet): the estimate at sequence length / degree, with and without checkpointing."""
+    seq = cfg.model.max_sequence_length
+    parts = []
+    for degree in (2, 4, 8):
+        short = replace(cfg, model=replace(cfg.model, max_sequence_length=-(-seq // degree)))
+        plain, ckpt = (estimate_memory(short, degrees, c).activations / 2**30 for c in (False, True))
+        parts.append(f"{degree}: {plain:.3f} / {ckpt:.3f} GiB")
+    return (
+        f"context parallelism (not in olmo_fn yet) would split each {seq}-token sequence; activations per "
+        "device without / with full checkpointing at degree " + "; ".join(parts)
+    )

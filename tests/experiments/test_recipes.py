@@ -31,8 +31,14 @@ RECIPES = {
     "olmo2_1b": 1_484_916_736,
     "olmo2_7b": 7_298_617_344,
     "olmo2_13b": 13_716_198_400,
+    "olmo2_32b": 32_234_279_936,
+    "olmo3_7b": 7_298_617_344,
+    "olmo3_7b_long_context": 7_298_617_344,
+    "olmo3_32b": 32_234_279_936,
     "olmo_tiny": None,
 }
+# The original trainer's seed, except for the recipes from OLMo-core's scripts (their data loader's seed).
+SEEDS = {"olmo2_32b": 34521, "olmo3_7b": 34521, "olmo3_7b_long_context": 34521, "olmo3_32b": 34521}
 
 # configs/official/OLMo-1B.yaml of allenai/OLMo (fixture OLMo-1B.yaml)
 OLMO_1B = {
@@ -505,7 +511,7 @@ def test_recipe_builds_its_config(name):
     cfg = load_recipe(name).config()
     if RECIPES[name] is not None:
         assert num_params(cfg.model) == RECIPES[name]
-    assert cfg.seed == 6198
+    assert cfg.seed == SEEDS.get(name, 6198)
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL))
@@ -592,6 +598,27 @@ def test_dry_run_prints_parameters_and_writes_nothing(tmp_path):
     assert "flops per token:" in out.stdout and "memory per device" in out.stdout
     assert "preflight: passed (no data.paths given" in out.stdout
     assert not (tmp_path / "run").exists()
+
+
+def test_long_context_dry_run_reports_memory_with_and_without_checkpointing_and_context_parallel():
+    cfg = load_recipe("olmo3_7b_long_context").config()
+    assert (
+        cfg.model.max_sequence_length == 65_536
+        and cfg.model.yarn is not None
+        and cfg.data.generate_doc_lengths
+    )
+    assert (
+        "sliding" in cfg.model.layer_kinds and not load_recipe("olmo3_7b").config().data.generate_doc_lengths
+    )
+    out = _run(["experiments/olmo3_7b_long_context.py", "--dry_run"])
+    assert out.returncode == 0, out.stderr
+    assert "parameters: 7298617344" in out.stdout
+    lines = {line.split(":")[0]: line for line in out.stdout.splitlines() if "GiB" in line}
+    for label in ("memory per device (estimate), no activation checkpointing",
+                  "memory per device (estimate), full activation checkpointing"):  # fmt: skip
+        assert label in lines, out.stdout[-2000:]
+    (cp,) = [line for line in lines.values() if line.startswith("context parallelism")]
+    assert all(f"{degree}: " in cp for degree in (2, 4, 8)), cp
 
 
 def test_readme_dry_run_command_as_written():
