@@ -5,6 +5,7 @@ Cases share torchrun launches (start-up is most of the cost): one launch of 2 pr
 one single process. Median step times per case are printed (pytest -s) for the record.
 """
 
+import dataclasses
 import json
 import statistics
 from pathlib import Path
@@ -15,6 +16,7 @@ from safetensors.torch import load_file
 
 from olmo_fn.config import ParallelConfig
 from tests.distributed.launch import case_yaml, run_driver
+from tests.train.conftest import tiny_config
 
 LAYOUTS = {
     "fsdp2": ParallelConfig(),
@@ -23,6 +25,15 @@ LAYOUTS = {
     "fsdp_tp4": ParallelConfig(dp_shard=2, tp=2),
     "hsdp4": ParallelConfig(dp_replicate=2, dp_shard=2),
 }
+
+
+def _olmo3(tmp: Path) -> dict:
+    """The tiny run as OLMo 3: a sliding window of 5 on the first layer, YaRN on the second, and documents
+    (split after token 7, about one per instance) masked from each other."""
+    base = tiny_config(tmp)
+    model = dataclasses.replace(base.model, layer_types=("sliding", "full"), sliding_window=5, eos_token_id=7,
+                                rope_yarn_factor=4.0, rope_yarn_original_max_position=16)  # fmt: skip
+    return {"model": model, "data": dataclasses.replace(base.data, generate_doc_lengths=True)}
 
 
 def _write(tmp: Path, name: str, **changes) -> Path:
@@ -45,11 +56,13 @@ def runs(tmp_path_factory) -> Path:
     _launch(tmp, 2, two)
     checkpoint = str(tmp / "fsdp2" / "step5")
     resume = {"max_duration": "6", "load_path": checkpoint, "save_interval": None}
-    _launch(tmp, 1, [tmp / "one.yaml", _write(tmp, "resume1", **resume)])
+    olmo3 = _olmo3(tmp)
+    _launch(tmp, 1, [tmp / "one.yaml", _write(tmp, "resume1", **resume), _write(tmp, "olmo3", **olmo3)])
     four = [_write(tmp, name, parallel=LAYOUTS[name]) for name in ("fsdp_tp4", "hsdp4")]
     four.append(_write(tmp, "resume4", parallel=ParallelConfig(dp_shard=2, tp=2), **resume))
+    four.append(_write(tmp, "olmo3_fsdp_tp4", parallel=LAYOUTS["fsdp_tp4"], **olmo3))
     _launch(tmp, 4, four)
-    for name in ("one", *LAYOUTS, "resume1", "resume4"):
+    for name in ("one", *LAYOUTS, "resume1", "resume4", "olmo3", "olmo3_fsdp_tp4"):
         times = _records(tmp, name)[0]["step_times"]
         print(f"{name}: median step {statistics.median(times) * 1000:.0f} ms over {len(times)} steps")
     return tmp
@@ -62,6 +75,15 @@ def test_losses_match_one_process(runs, layout):
     assert sorted(got) == sorted(one) == ["1", "2", "3", "4", "5"]
     for step, loss in one.items():
         assert got[step] == pytest.approx(loss, rel=1e-5), step
+
+
+def test_olmo3_windows_yarn_and_document_masks_train_alike_under_fsdp_and_tp(runs):
+    one, four = _records(runs, "olmo3")[0]["losses"], _records(runs, "olmo3_fsdp_tp4")[0]["losses"]
+    assert sorted(four) == sorted(one) == ["1", "2", "3", "4", "5"]
+    for step, loss in one.items():
+        assert four[step] == pytest.approx(loss, rel=1e-5), step
+    plain = _records(runs, "one")[0]["losses"]
+    assert all(abs(one[s] - plain[s]) > 1e-4 for s in one)  # the OLMo 3 attention changed what was trained
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
