@@ -108,7 +108,10 @@ def launch(
     argv: list[str] | None, parse: Callable[[list[str]], T], run: Callable[[T, list[str]], None]
 ) -> None:
     """A launcher's main: parse its own options, check the job, run it; a refused job is one line, status 2."""
+    from olmo_fn.launch import tidy_help
+
     own, flags = split_argv(sys.argv[1:] if argv is None else argv)
+    tidy_help()  # --help in whole sentences
     job = parse(own)
     try:
         for warning in check_job(job, flags):

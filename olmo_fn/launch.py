@@ -25,10 +25,14 @@ _LIST_ITEM = re.compile(r"([-*\u2022]|\d+[.)]) ")
 
 
 def whole_sentences(text: str) -> str:
-    """A docstring's text with each paragraph on one line (list items keep their own lines): what tyro's
-    --help should show, which it then wraps to the terminal."""
+    """A docstring's text with each paragraph on one line (list items keep their own lines, an indented
+    paragraph such as an example command stays as written): what tyro's --help should show, which it then
+    wraps to the terminal."""
     paragraphs = []
-    for paragraph in re.split(r"\n\s*\n", text.strip()):
+    for paragraph in re.split(r"\n\s*\n", inspect.cleandoc(text)):
+        if paragraph[:1].isspace():  # indented beyond the text: an example, kept line by line
+            paragraphs.append(paragraph.rstrip())
+            continue
         lines = [line.strip() for line in paragraph.splitlines() if line.strip()]
         out = lines[:1]
         for line in lines[1:]:

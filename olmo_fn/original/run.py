@@ -67,13 +67,13 @@ def config_from_yaml(path: str, args: list[str]) -> tuple[TrainConfig, list[str]
 
 def main(argv: list[str] | None = None) -> None:
     from olmo_fn.errors import OlmoFnError
-    from olmo_fn.launch import exit_with, quiet_third_party, run_cli
+    from olmo_fn.launch import exit_with, quiet_third_party, run_cli, whole_sentences
     from olmo_fn.train import train
 
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help"):
         usage = "usage: original_config.py CONFIG.yaml [flags]   (CONFIG.yaml --help: olmo_fn's flags, YAML values)"
-        print(f"{__doc__.strip()}\n\n{usage}", file=sys.stdout if args else sys.stderr)
+        print(f"{whole_sentences(__doc__)}\n\n{usage}", file=sys.stdout if args else sys.stderr)
         sys.exit(0 if args else 2)
     quiet_third_party()
     try:
