@@ -31,10 +31,3 @@ def test_int8_generation_of_two_prompts_is_quiet_and_separated(tmp_path):
     out = run.stdout.splitlines()
     assert [out[0], out[2]] == ["=== prompt 1 of 2 ===", "=== prompt 2 of 2 ==="] and len(out) == 4
     assert out[1].startswith("w1 w2 w") and out[3].startswith("w3 w")
-
-
-def test_importing_torchao_through_olmo_fn_is_quiet():
-    run = _python(
-        "-c", "from olmo_fn.quantize import quantize_int8\nimport torch\nquantize_int8(torch.nn.Linear(4, 4))"
-    )
-    assert run.returncode == 0 and run.stderr == "", run.stderr
