@@ -1,5 +1,8 @@
 """The output head under tensor parallelism: logits and loss when the head weight is a DTensor.
 
+`parallel.apply_tp` turns the model's LMHead into a VocabParallelLMHead (same parameters, this forward), so
+the model's own head stays plain math.
+
 `parallel.apply_tp` leaves the head weight split over the vocabulary (Shard(0), loss parallel) or whole on
 every TP rank (Replicate). With a split weight each rank makes the logits of its slice of the vocabulary and
 the loss is assembled across the TP ranks (max, sum of exponentials and the target logit are all-reduced),
@@ -21,6 +24,7 @@ from olmo_fn.loss import (
     saved_grads_scaled,
     token_logprobs,
 )
+from olmo_fn.model.transformer import LMHead
 
 
 def tp_head(
@@ -125,3 +129,19 @@ class _VocabParallelLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_total, _grad_ce, _grad_z):
         return (*saved_grads_scaled(ctx, grad_total), None, None, None, None, None)
+
+
+class VocabParallelLMHead(LMHead):
+    """The LMHead of a tensor-parallel model: its weight a DTensor (vocabulary-split or replicated)."""
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        tied_weight: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        z_loss_multiplier: float = 0.0,
+        loss_chunk_size: int = 1024,
+        per_token: bool = False,
+    ) -> torch.Tensor | LMLoss:
+        weight = self.weight if self.weight is not None else tied_weight
+        return tp_head(self.norm(h), weight, labels, z_loss_multiplier, loss_chunk_size, per_token)

@@ -24,6 +24,7 @@ from torch.utils.checkpoint import checkpoint
 
 from olmo_fn.config import ModelConfig, ParallelConfig
 from olmo_fn.errors import ConfigError
+from olmo_fn.loss_parallel import VocabParallelLMHead
 
 MESH_DIMS = ("dp_replicate", "dp_shard", "tp")
 
@@ -144,6 +145,7 @@ def apply_tp(
     head = model.lm_head
     placement = Shard(0) if loss_parallel else Replicate()
     head.weight = nn.Parameter(distribute_tensor(head.weight, mesh, [placement]))
+    head.__class__ = VocabParallelLMHead  # same parameters; its forward assembles the loss over TP ranks
     for block in model.blocks:
         _apply_tp_block(block, mesh, sequence_parallel, seq)
 

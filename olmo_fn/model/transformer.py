@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.distributed.tensor import DTensor
 
 from olmo_fn.config import ModelConfig
 from olmo_fn.errors import DataError
 from olmo_fn.loss import LMLoss, chunked_lm_loss, token_logprobs
-from olmo_fn.loss_parallel import tp_head
 from olmo_fn.model import layers
 from olmo_fn.model.kv_cache import KVCache, LayerCache
 
@@ -142,9 +140,6 @@ class LMHead(nn.Module):
     ) -> torch.Tensor | LMLoss:
         weight = self.weight if self.weight is not None else tied_weight
         h = self.norm(h)
-        # tensor parallel (parallel.apply_tp): vocabulary-split or TP-replicated
-        if isinstance(weight, DTensor):
-            return tp_head(h, weight, labels, z_loss_multiplier, loss_chunk_size, per_token)
         if labels is None:
             return h @ weight.t()
         if per_token:
