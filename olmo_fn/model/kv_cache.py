@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from olmo_fn.config import ModelConfig
+from olmo_fn.model import layers
 
 
 @dataclass
@@ -24,10 +25,11 @@ class LayerCache:
     slots: torch.Tensor
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """Write this step's [B, H_kv, T, D] keys/values at the slots, then attend q over the whole cache."""
+        """Write this step's [B, H_kv, T, D] keys/values at the slots, then attend q over the whole cache with
+        the attention that training uses (layers.attention), under the cache's bias."""
         self.keys[:, :, self.slots] = k  # index_put_, which the compiler updates in place
         self.values[:, :, self.slots] = v
-        return cached_attention(q, self.keys, self.values, bias)
+        return layers.attention(q, self.keys, self.values, bias)
 
 
 @dataclass
@@ -55,22 +57,6 @@ class KVCache:
         return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(
             ~keep, torch.finfo(dtype).min
         )
-
-
-def cached_attention(
-    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor
-) -> torch.Tensor:
-    """Attention of q [B, H, T, D] over cached [B, H_kv, L, D] with an additive [B, 1, T, L] bias, in fp32.
-
-    Written out rather than SDPA: for a query or a few, on CPU, the fused kernel's set-up costs more than the
-    arithmetic. Query heads are grouped by their key/value head (GQA) instead of repeating the cache.
-    """
-    batch, heads, steps, dim = q.shape
-    kv_heads = keys.shape[1]
-    qg = q.float().view(batch, kv_heads, heads // kv_heads, steps, dim)
-    scores = qg @ keys.float().unsqueeze(2).transpose(-1, -2) * dim**-0.5 + bias.unsqueeze(1)
-    out = scores.softmax(dim=-1) @ values.float().unsqueeze(2)
-    return out.view(batch, heads, steps, dim).to(q.dtype)
 
 
 def new_cache(
