@@ -219,15 +219,12 @@ def _loop(run: Run, evals: Checked, bolt_on: int | None) -> TrainResult:
     run.run_hash = run.tracker.run_hash
     has_evals = bool(evals.eval_sets or evals.downstream)
     notes = [*evals.notes, *setting_notes(cfg, max_steps, stop, unit, has_evals)]
+    notes.append(f"MFU not reported: {peak_note}" if peak is None else None)
+    if cfg.precision == "amp_bf16" and autocast is None:
+        notes.append("precision: amp_bf16 runs as fp32 here (bf16 matrix products on a CPU are ~100x slower)")
     for note in (*run.notes, original_trainer_note(cfg), *checkpoint_notes(cfg), *notes):
         if note:
             run.tracker.write(note)
-    if peak is None:
-        run.tracker.write(f"MFU not reported: {peak_note}")
-    if cfg.precision == "amp_bf16" and autocast is None:
-        run.tracker.write(
-            "precision: amp_bf16 runs as fp32 here (bf16 matrix products on a CPU are ~100x slower)"
-        )
     result = TrainResult(run.model, state, None)
     if state.step >= stop:  # a resume with nothing left to do
         limit = f"stop_at={cfg.stop_at}" if cfg.stop_at is not None and cfg.stop_at < max_steps else None
