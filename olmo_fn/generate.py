@@ -203,7 +203,7 @@ def generate(
     mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(device)
     length = -(-(width + max_new_tokens) // CACHE_MULTIPLE) * CACHE_MULTIPLE
     key_mask = torch.cat([mask, mask.new_ones(batch, length - width)], dim=1)
-    cache = new_cache(cfg, batch, length, key_mask, model.embeddings.weight.dtype, device)
+    cache = new_cache(cfg, batch, length, key_mask, model.embeddings.weight.dtype, device, rings=True)
     state = _start(
         input_ids,
         mask,
@@ -216,9 +216,10 @@ def generate(
     was_training = model.training
     model.eval()
     try:
-        cache.slots = torch.arange(width, device=device)
+        cache.slots, cache.prefill = torch.arange(width, device=device), True
         prefill = compiled(_prefill, device.type) if compile else _prefill
         logits = prefill(model, input_ids, (mask.cumsum(-1) - 1).clamp(min=0), cache)
+        cache.prefill = False
         advance(state, next_tokens(logits[:, : cfg.vocab_size], state.seen, sampling, generator), stop, pad)
         cache.slots = torch.tensor([width], device=device)
         return _decode_loop(model, state, cache, sampling, stop, pad, generator, on_step, compile)

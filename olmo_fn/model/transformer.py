@@ -223,8 +223,9 @@ def _attention_masks(
     windows, never a dense [T, T] matrix); sliding layers add their window to whatever the full ones use."""
     window = cfg.sliding_window if "sliding" in cfg.layer_kinds else None
     if cache is not None:
-        full = cache.bias(torch.float32)
-        return {"full": full, "sliding": cache.bias(torch.float32, window) if window else full}
+        steps = input_ids.shape[1]
+        full = cache.mask(steps)
+        return {"full": full, "sliding": cache.mask(steps, window) if window else full}
     if attention_bias is not None:  # an explicit dense bias (packed continuations in evaluation)
         if window is None:
             return {"full": attention_bias, "sliding": attention_bias}

@@ -84,6 +84,26 @@ def test_stops_kept_on_the_device_match_the_host_rule(monkeypatch):
             assert got.row(i) == rows[i][: ends[i]] and got.tokens[i, ends[i] :].eq(0).all()
 
 
+def test_the_prompt_attends_without_a_dense_bias(monkeypatch):
+    """Prefill attends over the prompt's own keys under a SparseMask: no [B, 1, T, L] bias for a long prompt."""
+    from olmo_fn.model import layers
+
+    seen, attention = [], layers.attention
+
+    def spy(q, k, v, bias=None):
+        seen.append((q.shape[2], k.shape[2], type(bias).__name__))
+        return attention(q, k, v, bias)
+
+    monkeypatch.setattr(layers, "attention", spy)
+    cfg = config("olmo3-window-yarn")
+    ids, mask = left_pad(prompts(cfg, lengths=(30, 11), seed=2), cfg.pad_token_id)
+    generate(random_model(cfg, seed=1), ids, mask, max_new_tokens=3)
+    prefill, decode = seen[: cfg.n_layers], seen[cfg.n_layers :]
+    assert prefill == [(30, 30, "SparseMask")] * cfg.n_layers  # the prompt's own 30 keys, not the 64 slots
+    # decode: the full layer over its 64 slots, the sliding one over a ring of its 6-token window
+    assert decode and {(q, k, kind) for q, k, kind in decode} == {(1, 64, "Tensor"), (1, 6, "Tensor")}
+
+
 def test_seeded_sampling_is_reproducible_and_streamed():
     cfg = config("olmo1-clipqkv")
     model = random_model(cfg, seed=5)
@@ -113,8 +133,9 @@ def test_bad_requests_are_refused():
 
 
 @pytest.mark.slow
-def test_compiled_decode_step_gives_the_eager_tokens():
-    cfg = config("olmo2-gqa")
+@pytest.mark.parametrize("case", ["olmo2-gqa", "olmo3-window-yarn"])  # the second with window rings
+def test_compiled_decode_step_gives_the_eager_tokens(case):
+    cfg = config(case)
     model = random_model(cfg, seed=2)
     ids, mask = left_pad(prompts(cfg, lengths=(9, 2, 15)), cfg.pad_token_id)
     eager = generate(model, ids, mask, max_new_tokens=20)
