@@ -126,3 +126,23 @@ def test_sliding_layers_use_no_dense_mask_in_training():
     finally:
         layers.attention = original
     assert masks == {"SparseMask": 3, "NoneType": 1}  # three sliding layers, one full (plain causal)
+
+
+@pytest.mark.slow
+def test_compiled_blocks_train_documents_and_windows_like_eager():
+    """1,100 tokens: two query chunks, the unwindowed one rebuilt in backward, inside compiled blocks."""
+    from olmo_fn.parallel import apply_compile
+
+    cfg = dataclasses.replace(OLMO3, max_sequence_length=1100, rope_yarn_factor=None)
+    ids = torch.randint(2, 240, (1, 1100), generator=torch.Generator().manual_seed(0))
+    ids[0, 400] = ids[0, 900] = cfg.eos_token_id
+    doc_ids = layers.document_ids(ids, cfg.eos_token_id)
+    grads = []
+    for compiled in (False, True):
+        model = Transformer(cfg)
+        init_weights(model, cfg, seed=2)
+        if compiled:
+            apply_compile(model)
+        model(ids, labels=ids, doc_ids=doc_ids).total.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-4)
