@@ -11,6 +11,7 @@ load: loading ~1 GB of weights + AdamW state from every checkpoint format on 1, 
 seconds, MB/s against a raw read, and peak memory per rank.
 eval: olmo_fn's downstream evaluator against transformers scoring the same requests one by one and batched.
 chaos: a training run SIGKILLed at seeded random moments and resumed each time, against the run never killed.
+gpu: olmo_fn's logits, training and decode speed on one GPU, in under 8 minutes on an H200.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from olmo_fn.data.loader import build_train_loader
 from olmo_fn.data.memmap import TokenDataset, build_token_dataset
 from olmo_fn.data.order import build_global_indices
 from olmo_fn.errors import ConfigError, OlmoFnError
+from olmo_fn.launch import quiet_third_party
 
 
 def raw_read_rate(dataset: TokenDataset, ids: np.ndarray) -> float:
@@ -193,16 +195,18 @@ def chaos(bench: Annotated[ChaosBench, tyro.conf.OmitArgPrefixes]) -> dict:
 
 
 def gpu(check: Annotated[GpuCheck, tyro.conf.OmitArgPrefixes]) -> dict:
-    """The GPU check, one H200 in under 8 minutes: bf16 logits vs transformers, training tokens/s and MFU
-    (float8, activation checkpointing), decode tokens/s. `--device cpu --tiny` runs every row at toy size."""
+    """Check that olmo_fn is right and fast on one GPU (an H200 in under 8 minutes): its bf16 logits against
+    transformers', training tokens/s and MFU (also with float8 and activation checkpointing), decode tokens/s.
+    `--device cpu --tiny` runs every row at toy size to try the command without a GPU."""
     figures = run_gpu_check(check)
     if figures["failed"]:
-        sys.exit(f"error: {len(figures['failed'])} rows of the GPU check failed (tracebacks above): "
+        sys.exit(f"error: {len(figures['failed'])} rows of the check failed (tracebacks above): "
                  + "; ".join(figures["failed"]))  # fmt: skip
     return figures
 
 
 def main() -> None:
+    quiet_third_party()  # also whole-sentence --help for every subcommand, as the other tools
     try:
         tyro.extras.subcommand_cli_from_dict(
             {

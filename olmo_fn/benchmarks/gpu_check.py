@@ -46,7 +46,7 @@ PRESET_NAMES = ("olmo-1b", "olmo2-1b")
 
 @dataclass
 class GpuCheck:
-    """What the GPU check runs (defaults: the full check, about 7 minutes on one H200)."""
+    """What the check runs (defaults: every row at full size, about 7 minutes on one H200)."""
 
     device: Literal["cuda", "cpu"] = "cuda"
     """'cuda': the check on cuda:0. 'cpu': only with --tiny."""

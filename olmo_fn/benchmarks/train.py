@@ -72,8 +72,8 @@ class TrainBench:
     """Which to run, in this order: olmo_fn-eager, olmo_fn-compiled, hf-eager, hf-compiled."""
     seed: int = 0
     device: str = "cpu"
-    """'cpu' (olmo_fn against transformers at the bench shape) or 'cuda' (the GPU check: --model on one GPU,
-    bf16, FSDP2 and compile)."""
+    """'cpu' (olmo_fn against transformers at the bench shape) or 'cuda' (--model on one GPU, bf16, FSDP2 and
+    compile, as `bench.py gpu` times it)."""
     model: str = "olmo-1b"
     """With --device cuda: the preset to time (its published shape)."""
     gpu_micro_batch: int = 8
