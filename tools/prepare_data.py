@@ -60,7 +60,7 @@ def prepare_data(
         split: Split to read from a saved DatasetDict.
         max_tokens_per_file: Start a new output file past this many tokens (documents are not split).
         overwrite: Replace the outputs of an earlier preparation in out_dir.
-        progress: Show a progress bar.
+        progress: Show progress: the documents read (and, with --train-vocab-size, the tokenizer's stages).
     """
     if train_vocab_size is not None:
         if file_exists(tokenizer) and not overwrite:
@@ -75,7 +75,7 @@ def prepare_data(
             for p in paths
             for d in iter_documents(p, text_field=text_field, text_unit=text_unit, split=split)
         )
-        tok = train_bpe_tokenizer(docs, train_vocab_size)
+        tok = train_bpe_tokenizer(docs, train_vocab_size, progress=progress)
         save_text(tokenizer, tok.to_str(pretty=True))
         print(f"trained a BPE tokenizer of {tok.get_vocab_size()} tokens -> {tokenizer}", file=sys.stderr)
     manifest = prepare_token_files(

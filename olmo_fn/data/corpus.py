@@ -113,7 +113,9 @@ def _build(folder: Path, vocab_size: int, valid_fraction: float, progress: bool)
     docs = corpus_documents()
     train = [text for name, text in docs if not is_validation(name, valid_fraction)]
     valid = [text for name, text in docs if is_validation(name, valid_fraction)]
-    tokenizer = train_bpe_tokenizer(train, vocab_size, special_tokens=DEFAULT_SPECIAL_TOKENS)
+    tokenizer = train_bpe_tokenizer(
+        train, vocab_size, special_tokens=DEFAULT_SPECIAL_TOKENS, progress=progress
+    )
     tokenizer.save(str(folder / "tokenizer.json"))
     splits = {}
     for name, texts in (("train", train), ("valid", valid)):

@@ -10,6 +10,8 @@ import hashlib
 import itertools
 import json
 import os
+import sys
+import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -167,8 +169,10 @@ def train_bpe_tokenizer(
     *,
     special_tokens: tuple[str, ...] = DEFAULT_SPECIAL_TOKENS,
     min_frequency: int = 2,
+    progress: bool = False,
 ) -> Tokenizer:
-    """A byte-level BPE tokenizer trained on texts; the special tokens take ids 0, 1, ... in order."""
+    """A byte-level BPE tokenizer trained on texts; the special tokens take ids 0, 1, ... in order. With
+    progress, stderr shows each stage: a bar over the documents read, then the merges' start and end."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -177,10 +181,30 @@ def train_bpe_tokenizer(
         min_frequency=min_frequency,
         special_tokens=list(special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
+        show_progress=False,  # its bars redraw one line over ours; the stages below say the same
     )
-    tokenizer.train_from_iterator(texts, trainer)
+    start = time.monotonic()
+    tokenizer.train_from_iterator(_counted(texts, vocab_size) if progress else texts, trainer)
+    if progress:
+        print(
+            f"tokenizer: {tokenizer.get_vocab_size():,} tokens learned in {time.monotonic() - start:.1f} s",
+            file=sys.stderr,
+        )
     return tokenizer
+
+
+def _counted(texts: Iterable[str], vocab_size: int) -> Iterator[str]:
+    """texts, counted by a bar on stderr; once read, a line with the counts and the merges' start."""
+    documents = characters = 0
+    with tqdm(texts, desc="tokenizer: reading documents", unit=" docs", file=sys.stderr) as bar:
+        for text in bar:
+            documents, characters = documents + 1, characters + len(text)
+            yield text
+    print(
+        f"tokenizer: read {documents:,} documents ({characters:,} characters); "
+        f"learning merges up to {vocab_size:,} tokens",
+        file=sys.stderr,
+    )
 
 
 def save_text(path: str, text: str) -> None:

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,30 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
     assert result.returncode == 1
     message = f"error: {tmp_path / 't.json'}: tokenizer file not found; give a tokenizers JSON file"
     assert result.stderr.strip().splitlines() == [message]
+
+
+def test_tokenizer_training_shows_each_stage_with_its_counts(tmp_path, capsys):
+    docs = [
+        "the quick brown fox jumps over the lazy dog " * 5,
+        "pack my box with five dozen liquor jugs " * 5,
+    ]
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    tool = load_tool("prepare_data")
+    args = dict(
+        inputs=[str(tmp_path / "docs.jsonl")], tokenizer=str(tmp_path / "tok.json"), train_vocab_size=512
+    )
+    tool.prepare_data(**args, out_dir=str(tmp_path / "out"))
+    err = capsys.readouterr().err
+    chars = sum(map(len, docs))
+    assert re.search(r"tokenizer: reading documents: .*\b2 docs", err), err
+    lines = [line.split("\r")[-1] for line in err.splitlines()]
+    read = lines.index(
+        f"tokenizer: read 2 documents ({chars:,} characters); learning merges up to 512 tokens"
+    )
+    size = Tokenizer.from_file(str(tmp_path / "tok.json")).get_vocab_size()
+    assert re.fullmatch(rf"tokenizer: {size:,} tokens learned in \d+\.\d s", lines[read + 1]), lines[read + 1]
+    tool.prepare_data(**args, out_dir=str(tmp_path / "out2"), overwrite=True, progress=False)
+    assert "tokenizer:" not in capsys.readouterr().err
 
 
 def save_folder(tmp_path):
