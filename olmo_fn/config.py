@@ -203,7 +203,7 @@ class TrackingConfig:
     aim: bool = True
     """Record the run in Aim (rank 0)."""
     aim_repo: str | None = None
-    """Aim repository folder; None = {save_folder}/aim. Browse it with `aim up --repo PATH`."""
+    """Aim repository folder; None = {save_folder}/aim. Browse it with `python tools/aim_ui.py --repo PATH`."""
     experiment: str | None = None
     """Aim experiment name; None = the run name."""
     system_tracking_interval: int | None = 10
