@@ -16,9 +16,9 @@ LayerNormType = Literal["default", "rms"]
 LayerType = Literal["full", "sliding"]
 
 
-def olmo3_layer_types(n_layers: int) -> tuple[LayerType, ...]:
-    """OLMo 3's pattern: every fourth layer full attention, the others sliding-window."""
-    return tuple("full" if (i + 1) % 4 == 0 else "sliding" for i in range(n_layers))
+def olmo3_layer_types() -> tuple[LayerType, ...]:
+    """OLMo 3's pattern: three sliding-window layers, then a full one (so its 32 and 64 layers end full)."""
+    return ("sliding", "sliding", "sliding", "full")
 
 
 InitFn = Literal["mitchell", "normal", "full_megatron"]
@@ -79,8 +79,9 @@ class ModelConfig:
     emb_init_std: float | None = None
     """Standard deviation of the embedding under 'normal' init; None = init_std."""
     layer_types: tuple[LayerType, ...] | None = None
-    """Each block's attention, 'full' or 'sliding' (OLMo 3: three sliding, then one full, so the last is full;
-    see olmo3_layer_types); None = every layer full."""
+    """The layers' attention kinds, 'full' or 'sliding', as a pattern repeated over the layers (OLMo 3:
+    sliding, sliding, sliding, full, so every fourth layer is full; n_layers entries give each its own);
+    None = every layer full."""
     sliding_window: int | None = None
     """Keys a 'sliding' layer's query sees, itself included (OLMo 3: 4096)."""
     rope_yarn_factor: float | None = None
@@ -123,7 +124,8 @@ class ModelConfig:
     @property
     def layer_kinds(self) -> tuple[LayerType, ...]:
         """Each block's attention kind ('full' or 'sliding')."""
-        return self.layer_types if self.layer_types is not None else ("full",) * self.n_layers
+        pattern = self.layer_types or ("full",)
+        return tuple(pattern[i % len(pattern)] for i in range(self.n_layers))
 
     @property
     def yarn(self) -> tuple[float, int, float, float, float] | None:
@@ -211,7 +213,7 @@ def validate_model_config(cfg: ModelConfig) -> None:
 
 def _check_attention_layout(cfg: ModelConfig) -> None:
     kinds = cfg.layer_kinds
-    _need(len(kinds) == cfg.n_layers, "layer_types", f"has {len(kinds)} entries for n_layers={cfg.n_layers}")
+    _need(cfg.layer_types != (), "layer_types", "is empty; give a pattern such as [sliding, full] or None")
     _need(
         set(kinds) <= {"full", "sliding"}, "layer_types", f"entries must be 'full' or 'sliding', got {kinds}"
     )

@@ -148,6 +148,13 @@ def _olmo3_config(cfg: ModelConfig, common: dict) -> Any:
     return config
 
 
+def _pattern(kinds: tuple[str, ...]) -> tuple[str, ...]:
+    """The shortest pattern whose repetition gives the layers' kinds (OLMo 3's 32 -> its 4)."""
+    return next(
+        kinds[:n] for n in range(1, len(kinds) + 1) if all(k == kinds[i % n] for i, k in enumerate(kinds))
+    )
+
+
 def _olmo3_fields(hf_cfg: Any, theta: float) -> dict[str, Any]:
     """ModelConfig fields of an Olmo3Config's layer kinds, window and per-kind RoPE."""
     kinds = {v: k for k, v in _HF_KIND.items()}
@@ -160,7 +167,9 @@ def _olmo3_fields(hf_cfg: Any, theta: float) -> dict[str, Any]:
         )
     full = rope.get("full_attention") or {}
     window = hf_cfg.sliding_window if "sliding" in layer_types else None
-    fields: dict[str, Any] = dict(layer_types=layer_types if window else None, sliding_window=window)
+    fields: dict[str, Any] = dict(
+        layer_types=_pattern(layer_types) if window else None, sliding_window=window
+    )
     if full.get("rope_type", "default") == "yarn":
         fields.update(
             rope_yarn_factor=full["factor"],

@@ -96,11 +96,8 @@ def olmo2_32b() -> ModelConfig:
 def _olmo3(**shape) -> ModelConfig:
     """OLMo 3: OLMo 2 with a 4096-token sliding window on three of every four layers (the fourth, and so the
     last, full) and an 8192-token pretraining context; YaRN (factor 8) on the full layers comes with the
-    long-context stage (experiments/olmo3_long_context.py)."""
-    n_layers = shape["n_layers"]
-    return _olmo2(
-        layer_types=olmo3_layer_types(n_layers), sliding_window=4096, max_sequence_length=8192, **shape
-    )
+    long-context stage (experiments/olmo3_7b_long_context.py)."""
+    return _olmo2(layer_types=olmo3_layer_types(), sliding_window=4096, max_sequence_length=8192, **shape)
 
 
 def olmo3_7b() -> ModelConfig:

@@ -49,8 +49,18 @@ def _launch(args: list[str]) -> str:
     return out.stdout
 
 
+# Shrunk to the size above, these recipes build the same model as the recipe they map to (a 32B recipe its 7B
+# sibling's; OLMo 3 7B stage 1 the long-context one's, which adds YaRN, document masks and checkpointing)
+# with another schedule and batch: trained once, through that recipe, to keep CI's time.
+SAME_WHEN_SHRUNK = {
+    "olmo2_32b": "olmo2_7b",
+    "olmo3_32b": "olmo3_7b_long_context",
+    "olmo3_7b": "olmo3_7b_long_context",
+}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(RECIPES))
+@pytest.mark.parametrize("name", sorted(set(RECIPES) - set(SAME_WHEN_SHRUNK)))
 def test_recipe_trains_saves_and_resumes_on_two_processes(tmp_path, name):
     cfg = load_recipe(name).config()
     data = _tokens(tmp_path, cfg.data.memmap_dtype, cfg.model.vocab_size)

@@ -39,7 +39,7 @@ def test_preset_parameter_counts_on_meta(name):
 def test_preset_parameter_counts_equal_transformers_models(name):
     from transformers import Olmo2ForCausalLM, Olmo3ForCausalLM
 
-    from olmo_fn.checkpoint.hf import hf_config, is_olmo3
+    from olmo_fn.checkpoint.hf import hf_config, is_olmo3, model_config_from_hf
 
     cfg = PRESETS[name]()
     with torch.device("meta"):
@@ -49,6 +49,8 @@ def test_preset_parameter_counts_equal_transformers_models(name):
     if name.startswith("olmo3"):  # three sliding layers of 4096 tokens, then a full one; the last is full
         assert layer_types[:4] == ["sliding_attention"] * 3 + ["full_attention"]
         assert layer_types[-1] == "full_attention" and theirs.config.sliding_window == 4096
+        back = model_config_from_hf(theirs.config, vocab_size=cfg.vocab_size)  # the pattern, not 32 entries
+        assert back.layer_types == cfg.layer_types == ("sliding", "sliding", "sliding", "full")
 
 
 def test_preset_architectures():

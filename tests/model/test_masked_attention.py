@@ -15,7 +15,7 @@ OLMO3 = ModelConfig(
     d_model=64, n_heads=4, n_kv_heads=2, n_layers=4, mlp_hidden_size=256, vocab_size=250, embedding_size=256,
     eos_token_id=249, pad_token_id=1, max_sequence_length=64, layer_norm_type="rms", layer_norm_with_affine=True,
     layer_norm_eps=1e-6, attention_layer_norm=True, norm_after=True, rope_theta=10_000.0,
-    layer_types=olmo3_layer_types(4), sliding_window=6, rope_yarn_factor=8.0, rope_yarn_original_max_position=4096,
+    layer_types=olmo3_layer_types(), sliding_window=6, rope_yarn_factor=8.0, rope_yarn_original_max_position=4096,
 )  # fmt: skip
 
 
