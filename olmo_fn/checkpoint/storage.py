@@ -204,7 +204,14 @@ def list_files(url: str) -> dict[str, int]:
         return out
     fs, path = url_to_fs(url)
     fs.invalidate_cache(path)
-    found = _answer(url, lambda: fs.find(path, detail=True), None)
+
+    def find() -> dict:
+        found = fs.find(path, detail=True)
+        if any("type" not in v for v in found.values()):  # seen from an HTTP server dropping responses
+            raise retry.TransientError(f"{url}: an incomplete listing (an entry without its type)")
+        return found
+
+    found = _answer(url, find, None)
     if found is None:
         return {}
     return {
