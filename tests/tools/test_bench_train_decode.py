@@ -73,23 +73,16 @@ def test_train_bench_alternates_fresh_workers_with_honest_figures():
         )
 
 
-def test_int8_decode_is_timed_beside_the_int8_kernel_pass():
-    out = _bench("decode", *SHAPE, "--prompt_len", "4", "--new_tokens", "4", "--steps", "1", "--repeats", "1",
-                 "--variants", "olmo_fn-int8", "olmo_fn-eager")  # fmt: skip
-    figures = _figures(out)
-    assert figures["order"] == ["olmo_fn-int8", "olmo_fn-eager", "roofline", "roofline-int8"]
-    assert figures["int8_kernel_pass_tokens_per_second"] > 0 and "torch._weight_int8pack_mm" in out.stdout
-
-
 def test_decode_bench_measures_the_roofline_in_its_own_process():
-    """One round: two eager variants and the roofline, each in a fresh process (about 10 s here)."""
-    variants = ["olmo_fn-eager", "hf-default"]
+    """One round: two eager variants, int8 and the two rooflines, each in a fresh process (about 15 s here)."""
+    variants = ["olmo_fn-eager", "hf-default", "olmo_fn-int8"]
     out = _bench("decode", *SHAPE, "--prompt_len", "4", "--new_tokens", "8", "--steps", "1", "--repeats", "1",
                  "--variants", *variants)  # fmt: skip
     figures = _figures(out)
     assert figures["bench"] == "decode" and list(figures["tokens_per_second"]) == variants
-    assert figures["order"] == [*variants, "roofline"]
-    assert figures["same_tokens"] == {v: True for v in variants}
+    assert figures["order"] == [*variants, "roofline", "roofline-int8"]  # int8 adds its kernel's pass
+    assert figures["same_tokens"]["olmo_fn-eager"] and figures["same_tokens"]["hf-default"]
+    assert figures["int8_kernel_pass_tokens_per_second"] > 0 and "torch._weight_int8pack_mm" in out.stdout
     _assert_ratios(figures, "hf-default")
     roof = figures["roofline_tokens_per_second"]
     for v, rate in figures["tokens_per_second"].items():
