@@ -7,6 +7,7 @@ so each row gets the tokens it would get alone. The cache length is rounded up t
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -116,11 +117,14 @@ def _step(model: nn.Module, ids: torch.Tensor, positions: torch.Tensor, cache: K
     return model(ids, positions=positions, cache=cache)[:, -1]
 
 
-def _greedy_step(model: nn.Module, state: Decoding, cache: KVCache, sampling: SamplingConfig, stop: StopRule,
-                 pad: int) -> None:  # fmt: skip
-    """One whole greedy decode step: the forward, the pick, the bookkeeping; one graph when compiled."""
-    logits = _step(model, state.token, state.positions, cache)
-    advance(state, next_tokens(logits[:, : model.config.vocab_size], state.seen, sampling, None), stop, pad)
+def _token_step(model: nn.Module, state: Decoding, cache: KVCache, sampling: SamplingConfig, stop: StopRule,
+                pad: int, generator: torch.Generator | None = None, forward: Callable = _step) -> None:  # fmt: skip
+    """One decode step: the forward, the pick, the bookkeeping. Greedy, it is compiled whole into one graph;
+    a draw from a torch.Generator does not trace, so sampling compiles only `forward`."""
+    logits = forward(model, state.token, state.positions, cache)
+    advance(
+        state, next_tokens(logits[:, : model.config.vocab_size], state.seen, sampling, generator), stop, pad
+    )
     state.positions.add_(1)
     cache.slots.add_(1)
 
@@ -255,13 +259,13 @@ def _decode_loop(model: nn.Module, state: Decoding, cache: KVCache, sampling: Sa
                  pad: int, generator: torch.Generator | None, on_step: Callable | None, compile: bool) -> Generation:  # fmt: skip
     """Feed each new token back until every row stopped or the new tokens are out (the first is picked)."""
     new = state.out.shape[1]
-    sync_every = SYNC_EVERY.get(state.out.device.type, 8)
-    fused = not sampling.do_sample  # the greedy pick traces; a draw from a torch.Generator does not
-    step = (
-        (_greedy_step if fused else _step)
-        if not compile
-        else compiled(_greedy_step if fused else _step, state.out.device.type)
-    )
+    device_type = state.out.device.type
+    sync_every = SYNC_EVERY.get(device_type, 8)
+    if not sampling.do_sample:
+        step = compiled(_token_step, device_type) if compile else _token_step
+    else:
+        forward = compiled(_step, device_type) if compile else _step
+        step = functools.partial(_token_step, generator=generator, forward=forward)
     for i in range(1, new + 1):
         if stop.strings:  # the text is on the host: the one rule checked there
             for b in (~state.done).nonzero().flatten().tolist():
@@ -273,17 +277,6 @@ def _decode_loop(model: nn.Module, state: Decoding, cache: KVCache, sampling: Sa
             break
         with torch.compiler.set_stance("default", skip_guard_eval_unsafe=compile and i > 1):
             # after the first step every step has its shapes and model: only the guards that pick the graph run
-            if fused:
-                step(model, state, cache, sampling, stop, pad)
-                continue
-            logits = step(model, state.token, state.positions, cache)
-        advance(
-            state,
-            next_tokens(logits[:, : model.config.vocab_size], state.seen, sampling, generator),
-            stop,
-            pad,
-        )
-        state.positions.add_(1)
-        cache.slots.add_(1)
+            step(model, state, cache, sampling, stop, pad)
     lengths = state.lengths.cpu()  # steps after every row stopped (SYNC_EVERY > 1) only added padding
     return Generation(state.out[:, : int(lengths.max())].cpu(), lengths)
