@@ -1,4 +1,4 @@
-"""Train from an original OLMo TrainConfig YAML as it is, the original's command line with this file in place
+r"""Train from an original OLMo TrainConfig YAML as it is, the original's command line with this file in place
 of scripts/train.py:
 
     torchrun --nproc_per_node=8 experiments/original_config.py configs/official/OLMo-1B.yaml \

@@ -6,7 +6,7 @@ recipe's own: schedule, clip warmup, z-loss, instance filter, save policy, preci
 fp32 on the CPU with a note), its parallel settings. Two overrides are for this 2-core machine: no
 torch.compile (minutes of CPU compilation; compiled training is tested elsewhere) and 2 data workers per
 rank instead of the recipe's 16-32. The first launch stops after step 2 (saving, as every run's end does);
-the second resumes with --try_load_latest_save and trains step 3.
+for one recipe of each family a second resumes with --try_load_latest_save and trains step 3.
 """
 
 import json
@@ -59,6 +59,11 @@ SAME_WHEN_SHRUNK = {
 }
 
 
+# One recipe of each family (and the tiny one) also resumes from its save; the resume path is the same code for
+# every recipe, and CI's time is short.
+RESUMED = {"olmo_1b", "olmo_7b_0724", "olmo2_1b", "olmo3_7b_long_context", "olmo_tiny"}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(set(RECIPES) - set(SAME_WHEN_SHRUNK)))
 def test_recipe_trains_saves_and_resumes_on_two_processes(tmp_path, name):
@@ -76,6 +81,8 @@ def test_recipe_trains_saves_and_resumes_on_two_processes(tmp_path, name):
         assert "amp_bf16 runs as fp32 here" in first
     saved = [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith("step2")]
     assert saved, sorted(p.name for p in (tmp_path / "run").iterdir())
+    if name not in RESUMED:
+        return
     second = _launch([*common, "--stop_at=3", "--try_load_latest_save"])
     assert "[step 3/" in second and "[step 2/" not in second  # it went on from step 2
     losses = _logged(tmp_path / "run")
