@@ -49,10 +49,13 @@ def _launch(args: list[str]) -> str:
     return out.stdout
 
 
-# Shrunk to the size above, these recipes build the same model as the recipe they map to (a 32B recipe its 7B
-# sibling's; OLMo 3 7B stage 1 the long-context one's, which adds YaRN, document masks and checkpointing)
-# with another schedule and batch: trained once, through that recipe, to keep CI's time.
+# Shrunk to the size above, these recipes build the same model as the recipe they map to (the 7B twin and 0424
+# runs their siblings'; a 32B recipe its 7B sibling's; OLMo 3 7B stage 1 the long-context one's, which adds YaRN,
+# document masks and checkpointing) with another schedule and batch: trained once, through that recipe, to keep
+# CI's time. Their settings are checked against the official configs in test_recipes.py.
 SAME_WHEN_SHRUNK = {
+    "olmo_7b_twin_2t": "olmo_7b",  # OLMo-7B's settings, another cluster
+    "olmo_7b_0424": "olmo_7b_0724",  # the same official YAML
     "olmo2_32b": "olmo2_7b",
     "olmo3_32b": "olmo3_7b_long_context",
     "olmo3_7b": "olmo3_7b_long_context",
@@ -61,7 +64,7 @@ SAME_WHEN_SHRUNK = {
 
 # One recipe of each family (and the tiny one) also resumes from its save; the resume path is the same code for
 # every recipe, and CI's time is short.
-RESUMED = {"olmo_1b", "olmo_7b_0724", "olmo2_1b", "olmo3_7b_long_context", "olmo_tiny"}
+RESUMED = {"olmo_1b", "olmo_7b_0724", "olmo2_1b", "olmo3_7b_long_context", "olmo_tiny"}  # 5 of the 8
 
 
 @pytest.mark.slow
