@@ -129,7 +129,7 @@ ADAPTED = {
         "tests/launchers/test_readme_cluster.py::test_the_validation_pipe_as_written"),
     **{
         f"python tools/bench.py {bench}": (
-            "minutes of timing: fewer steps and rounds (as written with OLMO_FN_README_AS_WRITTEN=1)", test)
+            "minutes of timing: a smaller shape or fewer steps and rounds (as written with OLMO_FN_README_AS_WRITTEN=1)", test)
         for bench, test in {
             "train": "tests/tools/test_bench_train_decode.py::test_train_bench_alternates_fresh_workers_with_honest_figures",
             "train --case tiny": "tests/tools/test_bench_train_decode.py::test_the_tiny_case_is_the_tiny_recipe_and_flags_override_it",
@@ -203,7 +203,7 @@ def checkout(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def main_job(checkout) -> str:
-    """The Quickstart's main job; in CI shrunk in width and depth (its corpus, 250 steps, evaluation and
+    """The Quickstart's main job; in CI shrunk in width, depth and batch (its corpus, 250 steps, evaluations and
     checkpoints as they are), as written with OLMO_FN_README_AS_WRITTEN=1."""
     command = "bash tools/train_tiny.sh" + ("" if AS_WRITTEN else f" {SHRUNK}")
     return _sh(command, checkout, timeout=1200).stdout
