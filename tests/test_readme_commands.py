@@ -68,8 +68,8 @@ RUN_ELSEWHERE = {
         "tests/tools/test_aim_ui.py::test_the_documented_stop_leaves_no_aim_process",
     "python launchers/slurm.py --experiment experiments/olmo_7b.py --nodes 4 --gpus-per-node 8 --dry-run -- "
     "--parallel.tp=2 --run_name='my run'": "tests/launchers/test_launchers.py::test_the_docstring_command_runs_as_written",
-    "SLURM_DIR=/tmp/olmo-slurm bash tools/local_slurm.sh up 2": "tests/launchers/test_slurm_jobs.py::test_two_node_job_equals_standalone_torchrun_and_gets_its_flags_verbatim",
-    "SLURM_DIR=/tmp/olmo-slurm bash tools/local_slurm.sh down": "tests/launchers/test_slurm_jobs.py::test_two_node_job_equals_standalone_torchrun_and_gets_its_flags_verbatim",
+    "SLURM_DIR=/tmp/olmo-slurm bash tools/local_slurm.sh up 2": "tests/launchers/test_slurm_jobs.py::test_two_node_job_gets_its_flags_verbatim_resumes_when_requeued_and_signalled_and_equals_torchrun",
+    "SLURM_DIR=/tmp/olmo-slurm bash tools/local_slurm.sh down": "tests/launchers/test_slurm_jobs.py::test_two_node_job_gets_its_flags_verbatim_resumes_when_requeued_and_signalled_and_equals_torchrun",
     "python launchers/k8s.py --experiment experiments/olmo_7b.py --nodes 4 --gpus-per-node 8 --image "
     "ghcr.io/me/olmo_fn:1 --volume ckpt-pvc:/ckpt --dry-run -- --save_folder=/ckpt/run":
         "tests/launchers/test_k8s.py::test_the_docstring_command_runs_as_written",
