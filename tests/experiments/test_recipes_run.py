@@ -6,7 +6,7 @@ recipe's own: schedule, clip warmup, z-loss, instance filter, save policy, preci
 fp32 on the CPU with a note), its parallel settings. Two overrides are for this 2-core machine: no
 torch.compile (minutes of CPU compilation; compiled training is tested elsewhere) and 2 data workers per
 rank instead of the recipe's 16-32. The first launch stops after step 2 (saving, as every run's end does);
-for one recipe of each family a second resumes with --try_load_latest_save and trains step 3.
+for three of them a second resumes with --try_load_latest_save and trains step 3.
 """
 
 import json
@@ -50,21 +50,24 @@ def _launch(args: list[str]) -> str:
 
 
 # Shrunk to the size above, these recipes build the same model as the recipe they map to (the 7B twin and 0424
-# runs their siblings'; a 32B recipe its 7B sibling's; OLMo 3 7B stage 1 the long-context one's, which adds YaRN,
-# document masks and checkpointing) with another schedule and batch: trained once, through that recipe, to keep
+# runs their siblings'; OLMo 2 13B and 32B the 7B's; OLMo 3 32B and 7B stage 1 the long-context one's, which adds
+# YaRN, document masks and checkpointing) with another schedule and batch: trained once, through that recipe, to keep
 # CI's time. Their settings are checked against the official configs in test_recipes.py.
 SAME_WHEN_SHRUNK = {
     "olmo_7b_twin_2t": "olmo_7b",  # OLMo-7B's settings, another cluster
     "olmo_7b_0424": "olmo_7b_0724",  # the same official YAML
+    "olmo2_13b": "olmo2_7b",  # the same architecture; only width, depth and the schedule differ
     "olmo2_32b": "olmo2_7b",
     "olmo3_32b": "olmo3_7b_long_context",
     "olmo3_7b": "olmo3_7b_long_context",
 }
 
 
-# One recipe of each family (and the tiny one) also resumes from its save; the resume path is the same code for
-# every recipe, and CI's time is short.
-RESUMED = {"olmo_1b", "olmo_7b_0724", "olmo2_1b", "olmo3_7b_long_context", "olmo_tiny"}  # 5 of the 8
+# The resume path is the same code for every recipe, so three recipes resume from their save, one for each thing
+# that changes what a checkpoint holds or how it is rebuilt: OLMo 1B's tied embedding, OLMo 3's activation
+# checkpointing with sliding-window layers, and the tiny OLMo 2 recipe the README starts with. Resuming on 2 and 4
+# ranks from every checkpoint kind is tested in tests/distributed/.
+RESUMED = {"olmo_1b", "olmo3_7b_long_context", "olmo_tiny"}  # 3 of the 7
 
 
 @pytest.mark.slow
