@@ -105,12 +105,13 @@ def test_final_weights_and_data_order_match_the_original_trainer(runs, name):
 
 @pytest.mark.parametrize(
     ("name", "nproc", "flags"),
-    [("olmo1", 4, []), ("olmo2", 4, []), ("olmo2", 2, ["--parallel.tp=2"])],
-    ids=["olmo1-fsdp4", "olmo2-fsdp4", "olmo2-tp2"],
+    [("olmo1", 4, []), ("olmo2", 4, ["--parallel.tp=2"])],
+    ids=["olmo1-fsdp4", "olmo2-fsdp2xtp2"],
 )
 def test_the_original_trainers_run_reproduced_on_several_ranks(tmp_path, name, nproc, flags):
-    """The original ran on one process; FSDP over 4 ranks (2 instances each per step) and tensor parallel
-    over 2 reproduce it as closely (measured: olmo1 4.7e-7, olmo2 2.0e-5 / 4.0e-6 max absolute)."""
+    """The original ran on one process; FSDP over 4 ranks (2 instances each per step), and FSDP 2 x tensor
+    parallel 2 for olmo2 (olmo1 ties its embedding, which TP refuses), reproduce it as closely (measured max
+    absolute: olmo1 4.7e-7, olmo2 4.0e-6)."""
     work = tmp_path / "fixture"
     shutil.copytree(FIXTURE, work)
     _train(work, name, *flags, nproc=nproc)
