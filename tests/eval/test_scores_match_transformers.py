@@ -1,8 +1,13 @@
 """Every metric equals brute force: each request read alone by transformers' model on the converted weights,
 its logits fed to the original's own metric code (ai2-olmo 0.6's ICLMetric, taken from the installed wheel;
-olmo_eval's for f1 and pmi_dc), on the requests olmo_eval's task builder makes."""
+olmo_eval's for f1 and pmi_dc), on the requests olmo_eval's task builder makes (from the first documents of
+each file, the ones scored, so that it does not tokenise a whole dataset for a few documents).
+
+mmlu_humanities_var scores one question under each of its 7 prompt variants (5-shot high-school European
+history prompts, cut at 2048 tokens); each of its requests, read alone at full length, costs a second here."""
 
 import ast
+import contextlib
 import importlib.util
 import math
 from pathlib import Path
@@ -15,11 +20,12 @@ from olmo_fn.checkpoint.hf_dir import write_hf_dir
 from olmo_fn.eval.downstream import evaluate_downstream, prepare_task
 from tests.eval.helpers import encoder, random_model, tiny_config, tokenizer_path
 
-# label: (documents scored, reference metric code)
+# label: (documents scored, reference metric code); a document of mmlu_humanities_var is a question under one
+# of its 7 prompt variants
 CASES = {
     "piqa": (25, "olmo"), "hellaswag": (10, "olmo"), "winogrande": (25, "olmo"), "boolq": (10, "olmo"),
     "sciq": (10, "olmo"), "copa": (25, "olmo"), "arc_easy_ppl": (25, "olmo"), "trivia_qa_wiki_ppl": (25, "olmo"),
-    "mmlu_stem_mc_5shot": (5, "olmo"), "mmlu_humanities_var": (14, "olmo"), "csqa_mc_5shot": (8, "olmo"),
+    "mmlu_stem_mc_5shot": (5, "olmo"), "mmlu_humanities_var": (7, "olmo"), "csqa_mc_5shot": (8, "olmo"),
     "arc_challenge_rc_5shot_bpb": (8, "olmo"), "mrpc": (40, "olmo_eval"), "arc_easy:pmi_dc": (20, "olmo_eval"),
 }  # fmt: skip
 
@@ -51,11 +57,35 @@ def _first_docs(samples, n):
     return [s for s in samples if s["doc_id"] in set(docs)]
 
 
+@contextlib.contextmanager
+def _first_rows_read(n: int):
+    """olmo_eval reading the first n documents of each file (dev splits, the few-shot examples, whole): its
+    first n documents are the same as when it reads every one, without tokenising the rest."""
+    import olmo_eval.tasks
+
+    read_hf, read_oe = olmo_eval.tasks.load_hf_dataset, olmo_eval.tasks.load_oe_eval_requests
+
+    def hf(path, name, split):
+        ds = read_hf(path, name, split)
+        return ds if split == "dev" else ds.select(range(min(n, len(ds))))
+
+    def oe(path, name=None, split=None):
+        config, requests = read_oe(path, name, split)
+        keep = set(list(dict.fromkeys(r["doc_id"] for r in requests if r["doc_id"] < 1_000_000))[:n])
+        return config, [r for r in requests if r["doc_id"] in keep]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(olmo_eval.tasks, "load_hf_dataset", hf)
+        patch.setattr(olmo_eval.tasks, "load_oe_eval_requests", oe)
+        yield
+
+
 @torch.no_grad()
 def reference(label: str, metric: str | None, n_docs: int, code: str, hf) -> float:
     from olmo_eval import HFTokenizer, build_task
 
-    task = build_task(label, HFTokenizer(tokenizer_path(), pad_token_id=1, eos_token_id=50279))
+    with _first_rows_read(n_docs):
+        task = build_task(label, HFTokenizer(tokenizer_path(), pad_token_id=1, eos_token_id=50279))
     if metric is not None:
         task.metric_type = metric
     metric_type = metric or task.metric_type
