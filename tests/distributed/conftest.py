@@ -4,9 +4,9 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def layout_runs(tmp_path_factory):
-    """Every layout's training, checkpoints and loads (layout_runs.py), for test_parallel.py and
-    test_load_everywhere.py."""
-    from tests.distributed.layout_runs import build
+def shared_runs(tmp_path_factory):
+    """The runs of shared_runs.py: every layout's training, checkpoints and loads, the shared save folders and
+    the in-loop downstream evaluations, each case's records in the returned folder."""
+    from tests.distributed.shared_runs import build
 
-    return build(tmp_path_factory.mktemp("layouts"))
+    return build(tmp_path_factory.mktemp("shared_runs"))

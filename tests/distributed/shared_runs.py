@@ -1,6 +1,9 @@
-"""The trainings test_parallel.py and test_load_everywhere.py check, run once for both (the `layout_runs`
-fixture of conftest.py): start-up is most of the cost, so one torchrun launch of 2 processes and one of 4
-serve both files, and the single-process runs go in the test process itself.
+"""The parallel_driver.py runs that test_parallel.py, test_load_everywhere.py,
+test_shared_folder_and_uneven_eval.py and test_downstream_distributed.py check, made once for all four (the
+`shared_runs` fixture of conftest.py): start-up is most of the cost, so one torchrun launch of 2 processes
+and one of 4 serve every file, and the single-process runs go in the test process itself.
+
+Layouts (test_parallel.py, test_load_everywhere.py):
 
 - Training, 6 steps from scratch: one process ("one"), FSDP, TP and TP + sequence/loss parallel on 2, FSDP x
   TP and HSDP on 4, and the OLMo 3 attention on 1 and on FSDP x TP 4. Every layout saves a sharded
@@ -12,18 +15,28 @@ serve both files, and the single-process runs go in the test process itself.
   folder, which has no optimizer or trainer state, for the first step of a run with both states reset), and
   "reset-reference": the 1-process unsharded step 5 loaded with both states reset.
 
+Many ranks on one save folder (test_shared_folder_and_uneven_eval.py): "overwrite1" trains 6 steps, saving
+at 2, 4 and 6 and evaluating a 5-instance set at batch 1 at steps 0, 2 and 4; "overwrite2" (FSDP) and
+"overwrite4" (HSDP) run the same to stop_at=4 with --save_overwrite in a copy of its folder.
+
+Downstream in the loop (test_downstream_distributed.py): "ds1", "ds2" (FSDP) and "ds4" (FSDP) train a
+tokenizer-sized tiny model 4 steps with three downstream evaluators, at step 0 (eval_on_load) and step 4.
+
 Every case writes {name}.rank{R}.json and {name}.init.safetensors (parallel_driver.py); each checkpoint
 lies in runs/{name}/.
 """
 
 import dataclasses
+import shutil
 from pathlib import Path
 
-from olmo_fn.config import EvalConfig, ParallelConfig
+import numpy as np
+
+from olmo_fn.config import EvalConfig, EvaluatorConfig, ParallelConfig, TokenizerConfig
 from tests.checkpoint.original_writer import write_hf, write_original_dir
 from tests.distributed.launch import case_yaml, run_driver
 from tests.distributed.parallel_driver import run_case
-from tests.train.conftest import tiny_config
+from tests.train.conftest import SEQ, tiny_config
 
 TRAIN_LAYOUTS = {
     "fsdp2": ParallelConfig(),
@@ -72,6 +85,38 @@ def _loads(tmp: Path, nproc: int, folders: dict[str, Path]) -> list[Path]:
     ]  # fmt: skip
 
 
+def _overwrite(tmp: Path, nproc: int) -> Path:
+    eval_file = tmp / "eval5.npy"
+    if not eval_file.exists():
+        (np.arange(5 * SEQ) % 60 + 2).astype(np.uint16).tofile(eval_file)  # exactly 5 instances
+    layout = {1: ParallelConfig(), 2: ParallelConfig(), 4: ParallelConfig(dp_replicate=2, dp_shard=2)}[nproc]
+    changes = dict(
+        max_duration="6", stop_at=4 if nproc > 1 else None, save_interval_unsharded=2, eval_interval=2,
+        eval_on_load=True, save_overwrite=True, parallel=layout,
+        eval=EvalConfig(datasets={"five": [str(eval_file)]}, device_eval_batch_size=1),
+    )  # fmt: skip
+    name = f"overwrite{nproc}"
+    if nproc > 1:  # an earlier run's checkpoints (2, 4, 6) in its folder
+        shutil.copytree(tmp / "runs" / "overwrite1", tmp / "runs" / name)
+    return case_yaml(tmp, name, tmp / "runs" / name, **changes)
+
+
+def _downstream(tmp: Path, nproc: int) -> Path:
+    from tests.eval.helpers import TOKENIZER
+    from tests.eval.helpers import tiny_config as tiny_model
+
+    evaluators = [
+        EvaluatorConfig("copa"),
+        EvaluatorConfig("commitment_bank"),
+        EvaluatorConfig("arc_easy_ppl"),
+    ]
+    return case_yaml(
+        tmp, f"ds{nproc}", tmp / "runs" / f"ds{nproc}", model=tiny_model(max_sequence_length=32),
+        tokenizer=TokenizerConfig(TOKENIZER), evaluators=evaluators, eval_on_load=True, eval_interval=None,
+        max_duration="4", save_interval_unsharded=None,
+    )  # fmt: skip
+
+
 def build(tmp: Path) -> Path:
     """Runs every case into tmp (one process in this one, then 2, then one, then 4) and returns tmp."""
     folders = {
@@ -80,14 +125,19 @@ def build(tmp: Path) -> Path:
         for kind, name in (("sharded", "step5"), ("unsharded", "step5-unsharded"))
     }
     folders["olmo_by1"], folders["hf_by1"] = tmp / "olmo_by1", tmp / "hf_by1"
-    for case in (_training(tmp, "one"), _write(tmp, "olmo3", **olmo3(tmp))):
+    for case in (
+        _training(tmp, "one"),
+        _write(tmp, "olmo3", **olmo3(tmp)),
+        _overwrite(tmp, 1),
+        _downstream(tmp, 1),
+    ):
         run_case(case, tmp)
     trainer = {"global_step": 5, "global_train_examples_seen_this_epoch": 20, "global_train_tokens_seen": 640,
                "epoch": 0, "world_size": 1}  # fmt: skip
     write_original_dir(str(folders["unsharded_by1"]), folders["olmo_by1"], trainer)
     write_hf(str(folders["unsharded_by1"]), folders["hf_by1"])
     two = [_training(tmp, name) for name in ("fsdp2", "tp2", "tp_sp_lp2")]
-    run_driver(tmp, 2, [*two, *_loads(tmp, 2, folders)])
+    run_driver(tmp, 2, [*two, _overwrite(tmp, 2), _downstream(tmp, 2), *_loads(tmp, 2, folders)])
     reset = {"reset_trainer_state": True, "reset_optimizer_state": True, "max_duration": "1", **QUIET}
     for case in (
         *_loads(tmp, 1, folders),
@@ -96,5 +146,5 @@ def build(tmp: Path) -> Path:
         run_case(case, tmp)
     four = [_training(tmp, name) for name in ("fsdp_tp4", "hsdp4")]
     four.append(_write(tmp, "olmo3_fsdp_tp4", parallel=TRAIN_LAYOUTS["fsdp_tp4"], **olmo3(tmp)))
-    run_driver(tmp, 4, [*four, *_loads(tmp, 4, folders)])
+    run_driver(tmp, 4, [*four, _overwrite(tmp, 4), _downstream(tmp, 4), *_loads(tmp, 4, folders)])
     return tmp

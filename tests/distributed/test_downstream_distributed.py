@@ -1,7 +1,11 @@
 """Downstream evaluation on 2 and 4 gloo processes gives one process's scores: the tool under torchrun (FSDP,
-and TP x FSDP), the in-loop evaluators of a training run, and the tool on that run's final checkpoint.
-The tasks' batch counts leave some ranks a batch short (dummy passes)."""
+and TP x FSDP), the in-loop evaluators of a training run (shared_runs.py's "ds" cases), and the tool on the
+2-process run's final checkpoint. The tasks' batch counts leave some ranks a batch short (dummy passes).
+The tool's single-process runs go in the test process (its main, as the command line calls it)."""
 
+import contextlib
+import importlib.util
+import io
 import json
 import math
 import subprocess
@@ -9,21 +13,32 @@ import sys
 from pathlib import Path
 
 import pytest
+import tyro
 
-from olmo_fn.config import EvaluatorConfig, TokenizerConfig
 from olmo_fn.eval.downstream import prepare_task, request_items
 from olmo_fn.eval.scoring import plan
-from tests.distributed.launch import case_yaml, run_driver
-from tests.eval.helpers import TOKENIZER, encoder, random_model, tiny_config, write_checkpoints
+from tests.eval.helpers import encoder, random_model, tiny_config, write_checkpoints
 
 ROOT = Path(__file__).resolve().parents[2]
 TASKS = "piqa,copa,commitment_bank,trivia_qa_wiki_ppl,arc_easy:pmi_dc"
 
 
+def _in_process(checkpoint: str, *args: str) -> dict:
+    spec = importlib.util.spec_from_file_location("evaluate_tool", ROOT / "tools" / "evaluate.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        tyro.cli(tool.main, args=[checkpoint, *args])
+    return json.loads(out.getvalue())
+
+
 def evaluate(checkpoint: str, nproc: int, *args: str) -> dict:
+    if nproc == 1:
+        return _in_process(checkpoint, *args)
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     cmd = [
-        *(launch if nproc > 1 else [sys.executable]),
+        *launch,
         str(ROOT / "tools" / "evaluate.py"),
         checkpoint,
         *args,
@@ -62,31 +77,20 @@ def _downstream(tmp: Path, case: str) -> dict:
 
 
 @pytest.mark.slow
-def test_in_loop_on_2_and_4_processes_and_standalone_agree(tmp_path):
-    evaluators = [
-        EvaluatorConfig("copa"),
-        EvaluatorConfig("commitment_bank"),
-        EvaluatorConfig("arc_easy_ppl"),
-    ]
-    fields = dict(
-        model=tiny_config(max_sequence_length=32), tokenizer=TokenizerConfig(TOKENIZER), evaluators=evaluators,
-        eval_on_load=True, eval_interval=None, max_duration="4", save_interval_unsharded=None,
-    )  # fmt: skip
-    runs = {n: case_yaml(tmp_path, f"ds{n}", tmp_path / f"run{n}", **fields) for n in (1, 2, 4)}
-    for n, config in runs.items():
-        run_driver(tmp_path, n, [config])
-    got = {n: _downstream(tmp_path, f"ds{n}") for n in runs}
+def test_in_loop_on_2_and_4_processes_and_standalone_agree(shared_runs):
+    got = {n: _downstream(shared_runs, f"ds{n}") for n in (1, 2, 4)}
     keys = {"eval/downstream/copa_acc", "eval/downstream/commitment_bank_acc",
             "eval/downstream_ce_loss/arc_easy_ppl_ce_loss"}  # fmt: skip
     assert {k.split("/", 1)[1] for k in got[1]} == keys and {k.split("/")[0] for k in got[1]} == {"0", "4"}
     start = {n: {k: v for k, v in g.items() if k.startswith("0/")} for n, g in got.items()}
     assert start[1] == start[2] == start[4]  # the same initial weights: the same scores, bit for bit
-    for n in (2,):  # the tool on the final checkpoint scores what the 2-rank loop scored at its last step
-        standalone = evaluate(str(tmp_path / f"run{n}" / "step4-unsharded"), n, "--tasks",
-                              "copa,commitment_bank,arc_easy_ppl", "--batch-size", "4", "--json")  # fmt: skip
-        final = {k.split("/", 1)[1]: v for k, v in got[n].items() if k.startswith("4/")}
-        assert final == {
-            "eval/downstream/copa_acc": standalone["copa"]["acc"],
-            "eval/downstream/commitment_bank_acc": standalone["commitment_bank"]["acc"],
-            "eval/downstream_ce_loss/arc_easy_ppl_ce_loss": standalone["arc_easy_ppl"]["ce_loss"],
-        }
+    # the tool on the 2-rank run's final checkpoint scores what that loop scored at its last step (on one
+    # process: FSDP's scores are one process's bit for bit, as above and in the test of the tool)
+    standalone = evaluate(str(shared_runs / "runs" / "ds2" / "step4-unsharded"), 1, "--tasks",
+                          "copa,commitment_bank,arc_easy_ppl", "--batch-size", "4", "--json")  # fmt: skip
+    final = {k.split("/", 1)[1]: v for k, v in got[2].items() if k.startswith("4/")}
+    assert final == {
+        "eval/downstream/copa_acc": standalone["copa"]["acc"],
+        "eval/downstream/commitment_bank_acc": standalone["commitment_bank"]["acc"],
+        "eval/downstream_ce_loss/arc_easy_ppl_ce_loss": standalone["arc_easy_ppl"]["ce_loss"],
+    }

@@ -5,7 +5,7 @@ Two runs write step-5 checkpoints (sharded and unsharded): one process, and FSDP
 Hugging Face folder. Each of the six is then loaded by one process, by FSDP and by TP on 2, and by FSDP x TP
 and HSDP on 4, for one more step: the step-6 loss equals the uninterrupted run's (the HF folder, which has no
 optimizer or trainer state, gives the step-1 loss of a run that loads the same weights with both states
-reset). The runs are layout_runs.py's, shared with test_parallel.py.
+reset). The runs are shared_runs.py's (one launch of 2 processes and one of 4 for several test files).
 """
 
 import json
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.distributed.layout_runs import KINDS, LOAD_LAYOUTS
+from tests.distributed.shared_runs import KINDS, LOAD_LAYOUTS
 
 LAYOUTS = LOAD_LAYOUTS
 
@@ -24,8 +24,8 @@ def _losses(tmp: Path, name: str) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def runs(layout_runs) -> Path:
-    return layout_runs
+def runs(shared_runs) -> Path:
+    return shared_runs
 
 
 @pytest.mark.parametrize("layout", [name for layouts in LAYOUTS.values() for name in layouts])

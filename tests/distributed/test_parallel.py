@@ -2,8 +2,8 @@
 initial parameters and saved checkpoint as one process, and a sharded checkpoint of 2 processes resumed by 1
 and by 4.
 
-The runs are layout_runs.py's, shared with test_load_everywhere.py (one launch of 2 processes, one of 4, and
-the single-process runs in the test process). Median step times per case are printed (pytest -s) for the
+The runs are shared_runs.py's (one launch of 2 processes and one of 4 for several test files, the
+single-process runs in the test process). Median step times per case are printed (pytest -s) for the
 record.
 """
 
@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.distributed.layout_runs import TRAIN_LAYOUTS as LAYOUTS
+from tests.distributed.shared_runs import TRAIN_LAYOUTS as LAYOUTS
 
 STEPS = ["1", "2", "3", "4", "5", "6"]
 
@@ -25,11 +25,11 @@ def _records(tmp: Path, name: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def runs(layout_runs) -> Path:
+def runs(shared_runs) -> Path:
     for name in ("one", *LAYOUTS, "sharded_by2-one", "sharded_by2-fsdp_tp4", "olmo3", "olmo3_fsdp_tp4"):
-        times = _records(layout_runs, name)[0]["step_times"]
+        times = _records(shared_runs, name)[0]["step_times"]
         print(f"{name}: median step {statistics.median(times) * 1000:.0f} ms over {len(times)} steps")
-    return layout_runs
+    return shared_runs
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
