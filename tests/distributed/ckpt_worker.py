@@ -3,7 +3,10 @@
 save DIR          FSDP2 on all ranks: 2 training steps, then a sharded and an unsharded checkpoint
 load DIR          FSDP2 on all ranks: load the sharded one; rank 0 checks it against the unsharded one
 load_full PATH    FSDP2 on all ranks: load a full-state checkpoint (any URL); print a weight fingerprint
-writer DIR        one process saving forever (for the kill test)
+writers DIR       one process that, for each line read on stdin, forks a writer saving forever into DIR
+                  (for the kill test; the fork spares each writer the import of torch) and waits for it
+
+Under torchrun several MODE ARG pairs run one after the other in the same launch.
 """
 
 import os
@@ -95,13 +98,28 @@ def writer(folder):
         print(f"saved {step}", flush=True)
 
 
+def writers(folder):
+    """For each line on stdin: fork a writer, print `writer PID`, wait until it is killed, print `killed PID`."""
+    for _ in sys.stdin:
+        sys.stdout.flush()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                writer(folder)
+            finally:
+                os._exit(1)
+        print(f"writer {pid}", flush=True)
+        os.waitpid(pid, 0)
+        print(f"killed {pid}", flush=True)
+
+
 if __name__ == "__main__":
-    mode, folder = sys.argv[1], sys.argv[2]
-    if mode == "writer":
-        writer(folder)
+    if sys.argv[1] == "writers":
+        writers(sys.argv[2])
     else:
         dist.init_process_group("gloo")
         try:
-            {"save": save, "load": load, "load_full": load_full}[mode](folder)
+            for mode, arg in zip(sys.argv[1::2], sys.argv[2::2]):
+                {"save": save, "load": load, "load_full": load_full}[mode](arg)
         finally:
             shutdown_distributed()

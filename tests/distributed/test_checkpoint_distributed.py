@@ -1,5 +1,6 @@
 """Sharded checkpoints across world sizes (gloo, CPU), and a writer killed with SIGKILL in the middle of saves."""
 
+import contextlib
 import os
 import random
 import re
@@ -52,9 +53,11 @@ def _torchrun(n, *args):
     return result.stdout
 
 
-def test_saved_by_2_loaded_by_1_and_4(tmp_path):
-    folder = str(tmp_path)
-    _torchrun(2, "save", folder)
+def test_saved_by_2_loaded_by_1_and_4(loads):
+    """A sharded checkpoint of 2 FSDP ranks: one process loads it as the unsharded one, and 4 ranks (two nodes
+    of two, the launch of test_one_reader_per_node...) load it; each rank checks its data-loader state and
+    rank 0 the full weights and optimizer state against the unsharded checkpoint, bit for bit."""
+    tmp_path = loads["sharded"]
     shards = os.listdir(tmp_path / "step2" / "model_and_optim")
     assert ".metadata" in shards and {s.split("_")[2] for s in shards if s.endswith(".distcp")} == {"0", "1"}
     assert sorted(os.listdir(tmp_path / "step2" / "train")) == [
@@ -68,7 +71,7 @@ def test_saved_by_2_loaded_by_1_and_4(tmp_path):
     assert_same_model(one[0], one[1])
     assert_same_optim(one[0], opts[0], one[1], opts[1])
     assert loaded.trainer_state["world_size"] == 2 and loaded.trainer_state["data_loader"] == {"rank": 0}
-    assert "LOADED OK world=4" in _torchrun(4, "load", folder)
+    assert "LOADED OK world=4" in loads["stdout"][2]
 
 
 def _check_folder(folder: Path):
@@ -87,28 +90,37 @@ def _check_folder(folder: Path):
 def test_sigkill_mid_save_leaves_a_loadable_latest(tmp_path):
     rng = random.Random(0)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    seen = set()
-    for round_ in range(3):
-        proc = subprocess.Popen(
-            [sys.executable, str(WORKER), "writer", str(tmp_path)],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        saves = 0
-        while saves < 2:  # let it finish a couple of saves, then kill it somewhere inside the next ones
-            line = proc.stdout.readline()
-            assert line, "writer died"
-            saves += line.startswith("saved")
-        time.sleep(rng.uniform(0.0, 0.3))
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+    seen, pid = set(), None
+    proc = subprocess.Popen(  # forks each round's writer (killed by SIGKILL) from one imported process
+        [sys.executable, str(WORKER), "writers", str(tmp_path)],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        for round_ in range(3):
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            saves = 0
+            while saves < 2 or pid is None:  # a couple of saves, then a kill somewhere inside the next ones
+                line = proc.stdout.readline()
+                assert line, "writer died"
+                saves += line.startswith("saved")
+                pid = int(line.split()[1]) if line.startswith("writer") else pid
+            time.sleep(rng.uniform(0.0, 0.3))
+            os.kill(pid, signal.SIGKILL)
+            while not line.startswith(f"killed {pid}"):  # its parent saw it end
+                line = proc.stdout.readline()
+                assert line, "the forking process died"
+            pid = None
+            seen.add(_check_folder(tmp_path))
+            leftovers = [p.name for p in tmp_path.iterdir() if "tmp" in p.name]
+            print(f"round {round_}: latest {sorted(seen)}, unfinished {leftovers}")
+    finally:
+        with contextlib.suppress(ProcessLookupError, TypeError):
+            os.kill(pid, signal.SIGKILL)  # a round that failed leaves no writer behind
+        proc.stdin.close()
+        status = proc.wait(timeout=60)
         proc.stdout.close()
-        seen.add(_check_folder(tmp_path))
-        leftovers = [p.name for p in tmp_path.iterdir() if "tmp" in p.name]
-        print(f"round {round_}: latest {sorted(seen)}, unfinished {leftovers}")
-    assert len(seen) >= 1
+    assert status == 0 and len(seen) >= 1
 
 
 def _fingerprint(model, opt) -> tuple[float, float]:
@@ -117,8 +129,9 @@ def _fingerprint(model, opt) -> tuple[float, float]:
     return weights, sum(opt.state[p]["exp_avg"].double().abs().sum().item() for p in model.parameters())
 
 
-def _agents(nodes: int, per_node: int, path: str, env: dict) -> list[str]:
-    """torchrun agents on this machine as `nodes` nodes of `per_node` processes each (static rendezvous)."""
+def _agents(nodes: int, per_node: int, args: list[str], env: dict) -> str:
+    """torchrun agents on this machine as `nodes` nodes of `per_node` processes each (static rendezvous),
+    running ckpt_worker.py with args; their stdout together."""
     port = free_port()
     procs = [
         subprocess.Popen(
@@ -132,8 +145,7 @@ def _agents(nodes: int, per_node: int, path: str, env: dict) -> list[str]:
                 "--master_addr=127.0.0.1",
                 f"--master_port={port}",
                 str(WORKER),
-                "load_full",
-                path,
+                *args,
             ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
@@ -146,16 +158,20 @@ def _agents(nodes: int, per_node: int, path: str, env: dict) -> list[str]:
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, out[-2000:] + err[-3000:]
-    number = r"([0-9.]+e[+-]\d+)"
-    return [m for out, _ in outs for m in re.findall(rf"FINGERPRINT rank=\d+ {number} {number}", out)]
+    return "".join(out for out, _ in outs)
 
 
-def test_one_reader_per_node_reads_storage_once_per_node(tmp_path):
-    """4 ranks load an unsharded checkpoint from S3: as one node the store serves it once, as two nodes of
-    two ranks twice (local rank 0 of each node reads, its node's ranks receive)."""
-    cfg = tiny_cfg()
+@pytest.fixture(scope="module")
+def loads(tmp_path_factory) -> dict:
+    """Three launches: 2 FSDP ranks save (ckpt_worker save); then, from a moto S3 server counting the bytes
+    it serves, an unsharded checkpoint whose embedding of 101 rows no world size divides is loaded by one
+    node of 3 ranks, and by two nodes of 2 ranks that first load the 2-rank sharded checkpoint."""
+    tmp = tmp_path_factory.mktemp("loads")
+    sharded = tmp / "sharded"
+    _torchrun(2, "save", str(sharded))
+    cfg = tiny_cfg(embedding_size=101)
     model, opt = trained(cfg, steps=2)
-    expected = _fingerprint(model, opt)
+    out = {"sharded": sharded, "expected": _fingerprint(model, opt), "stdout": {}, "prints": {}, "served": {}}
     with servers.counting_moto_server() as (url, counter):
         fsspec.config.conf["s3"] = {"endpoint_url": url, "key": "testing", "secret": "testing"}
         try:
@@ -171,26 +187,30 @@ def test_one_reader_per_node_reads_storage_once_per_node(tmp_path):
             "FSSPEC_S3_KEY": "testing",
             "FSSPEC_S3_SECRET": "testing",
         }
-        served = {}
-        for nodes, per_node in ((1, 4), (2, 2)):
+        for nodes, per_node, first in ((1, 3, []), (2, 2, ["load", str(sharded)])):
             counter.reset()
-            prints = _agents(nodes, per_node, path, env)
-            served[nodes] = counter.served / size
-            assert len(prints) == 4
-            assert all(tuple(map(float, got)) == pytest.approx(expected, rel=1e-9) for got in prints)
+            out["stdout"][nodes] = _agents(nodes, per_node, [*first, "load_full", path], env)
+            out["served"][nodes] = counter.served / size
+            number = r"([0-9.]+e[+-]\d+)"
+            found = re.findall(rf"FINGERPRINT rank=\d+ {number} {number}", out["stdout"][nodes])
+            out["prints"][nodes] = [tuple(map(float, f)) for f in found]
+    return out
+
+
+def test_one_reader_per_node_reads_storage_once_per_node(loads):
+    """Ranks load an unsharded checkpoint from S3: as one node of 3 ranks the store serves it once, as two
+    nodes of two ranks twice (local rank 0 of each node reads, its node's ranks receive)."""
+    served = loads["served"]
     print(f"bytes served per load / checkpoint bytes: one node {served[1]:.3f}, two nodes {served[2]:.3f}")
+    assert len(loads["prints"][2]) == 4
+    assert all(got == pytest.approx(loads["expected"], rel=1e-9) for got in loads["prints"][2])
     assert 0.99 < served[1] < 1.1
     assert 1.98 < served[2] < 2.2
 
 
-def test_uneven_shards_on_three_ranks(tmp_path):
+def test_uneven_shards_on_three_ranks(loads):
     """Three FSDP ranks split no dimension of the model evenly (32 -> 11, 11, 10; an embedding of 101 rows);
-    an unsharded checkpoint still lands exactly, weights and optimizer state."""
-    cfg = tiny_cfg(embedding_size=101)
-    model, opt = trained(cfg, steps=2)
-    path = save_checkpoint(
-        str(tmp_path), 2, model, opt, trainer_state(2), config_dict(cfg), sharded=False, keep=1
-    )
-    prints = _agents(1, 3, path, dict(os.environ))
-    assert len(prints) == 3
-    assert all(tuple(map(float, got)) == pytest.approx(_fingerprint(model, opt), rel=1e-9) for got in prints)
+    an unsharded checkpoint (read from S3, by one rank) still lands exactly, weights and optimizer state.
+    Four ranks split the 101 rows unevenly too (26, 25, 25, 25; the two-node load above)."""
+    assert len(loads["prints"][1]) == 3
+    assert all(got == pytest.approx(loads["expected"], rel=1e-9) for got in loads["prints"][1])
