@@ -17,13 +17,16 @@ PREEMPT_DRIVER = DRIVER.parent / "preempt_driver.py"
 
 
 @pytest.mark.parametrize(
-    "nproc,batch,sharded", [(2, 12, False), (4, 8, True)], ids=["2ranks-unsharded", "4ranks-sharded"]
+    "nproc,batch,steps,sharded",
+    [(2, 12, 10, False), (4, 16, 8, True)],
+    ids=["2ranks-unsharded", "4ranks-sharded"],
 )
-def test_signal_on_one_rank_stops_all_and_resumes_bitwise(tmp_path, nproc, batch, sharded):
-    # 100 instances: 8 (or 12) global batches an epoch and a remainder; 20 steps cross into epoch 2 (or 3)
+def test_signal_on_one_rank_stops_all_and_resumes_bitwise(tmp_path, nproc, batch, steps, sharded):
+    # 100 instances: 8 (or 6) global batches an epoch and a remainder; the resumed run (steps 6 to 10, or 6 to
+    # 8) crosses into epoch 2
     saves = {"save_interval": 4} if sharded else {}
     case = case_yaml(
-        tmp_path, "case", tmp_path / "run", max_duration="20", global_train_batch_size=batch,
+        tmp_path, "case", tmp_path / "run", max_duration=str(steps), global_train_batch_size=batch,
         save_interval_unsharded=4, eval_interval=None, **saves,
     )  # fmt: skip
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
@@ -37,7 +40,7 @@ def test_signal_on_one_rank_stops_all_and_resumes_bitwise(tmp_path, nproc, batch
     for rank, record in enumerate(records):
         assert record["stopped_at"] == 5 and record["stopped_by"] == "SIGUSR1", (rank, record)
         assert record["checkpoint"].endswith(name) and record["full_stopped_by"] is None
-        assert record["resumed_from"] == 5 and record["final_step"] == 20
+        assert record["resumed_from"] == 5 and record["final_step"] == steps
     assert records[-1]["signals_sent"] == ["SIGUSR1", "SIGTERM"]
     assert all(r["signals_sent"] == [] for r in records[:-1])
     assert "stopped by SIGUSR1" in result.stdout + result.stderr
@@ -45,4 +48,7 @@ def test_signal_on_one_rank_stops_all_and_resumes_bitwise(tmp_path, nproc, batch
     assert full.keys() == resumed.keys()
     for key in full:
         assert full[key].equal(resumed[key]), key
-    assert find_latest(str(tmp_path / "run")).rstrip("/").rsplit("/", 1)[-1] in ("step20", "step20-unsharded")
+    assert find_latest(str(tmp_path / "run")).rstrip("/").rsplit("/", 1)[-1] in (
+        f"step{steps}",
+        f"step{steps}-unsharded",
+    )
