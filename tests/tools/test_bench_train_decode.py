@@ -1,6 +1,7 @@
 """`python tools/bench.py train` and `decode` run every variant in its own fresh process, alternating, and
 print what a reader needs to trust the figures: the CPU, its threads and its load, ratios that match the
-rates, MFU never above 100%; a failing worker or bad input is one line and a non-zero exit."""
+rates, MFU never above 100%; a failing worker or bad input is one line and a non-zero exit (those four runs,
+which time nothing, start together)."""
 
 import json
 import math
@@ -8,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -94,15 +96,33 @@ def test_decode_bench_measures_the_roofline_in_its_own_process():
     )
 
 
-def test_a_failing_worker_is_one_line_naming_the_variant(tmp_path):
+BAD = [
+    (["train", "--case", "huge"], "error: unknown --case 'huge'; choose from default, tiny"),
+    (["decode", "--variants", "hf-eager"], "error: unknown variant 'hf-eager' in --variants; choose from "
+                                           + ", ".join(DECODE_VARIANTS)),
+    (["train", "--repeats", "0"], "error: --steps and --repeats must be at least 1, not 4 and 0"),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def refusals(tmp_path_factory):
+    """The runs of BAD by their arguments, and ("broken",): a train bench whose workers cannot import
+    transformers (a package of that name first on PYTHONPATH), all started together."""
+    broken = tmp_path_factory.mktemp("broken")
+    (broken / "transformers").mkdir()
+    (broken / "transformers" / "__init__.py").write_text('raise ImportError("transformers is broken here")\n')
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(broken), os.environ.get("PYTHONPATH", "")])}
+    runs = {tuple(args): (args, None) for args, _ in BAD}
+    runs["broken",] = (["train", *SHAPE, "--seq_len", "8", "--batch_size", "1", "--steps", "1", "--repeats", "2",
+                        "--variants", "hf-eager", "olmo_fn-eager"], env)  # fmt: skip
+    with ThreadPoolExecutor(len(runs)) as pool:
+        done = {key: pool.submit(_bench, *args, env=e) for key, (args, e) in runs.items()}
+        return {key: future.result() for key, future in done.items()}
+
+
+def test_a_failing_worker_is_one_line_naming_the_variant(refusals):
     """A worker that cannot import transformers: the bench stops at once with that worker's last error line."""
-    (tmp_path / "transformers").mkdir()
-    (tmp_path / "transformers" / "__init__.py").write_text(
-        'raise ImportError("transformers is broken here")\n'
-    )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
-    out = _bench("train", *SHAPE, "--seq_len", "8", "--batch_size", "1", "--steps", "1", "--repeats", "2",
-                 "--variants", "hf-eager", "olmo_fn-eager", env=env)  # fmt: skip
+    out = refusals["broken",]
     assert out.returncode == 1
     assert out.stderr.strip().splitlines() == [
         "error: the hf-eager worker (round 1 of 2) failed with exit code 1: "
@@ -111,17 +131,9 @@ def test_a_failing_worker_is_one_line_naming_the_variant(tmp_path):
     assert "bench-worker-result" not in out.stdout and '"bench"' not in out.stdout
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["train", "--case", "huge"], "error: unknown --case 'huge'; choose from default, tiny"),
-        (["decode", "--variants", "hf-eager"], "error: unknown variant 'hf-eager' in --variants; choose from "
-                                               + ", ".join(DECODE_VARIANTS)),
-        (["train", "--repeats", "0"], "error: --steps and --repeats must be at least 1, not 4 and 0"),
-    ],
-)  # fmt: skip
-def test_bad_input_is_one_line(args, message):
-    out = _bench(*args)
+@pytest.mark.parametrize(("args", "message"), BAD)
+def test_bad_input_is_one_line(refusals, args, message):
+    out = refusals[tuple(args)]
     assert out.returncode == 1 and out.stderr.strip().splitlines() == [message]
 
 
