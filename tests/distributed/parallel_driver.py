@@ -6,13 +6,20 @@ For each case (named by the YAML's stem), every rank writes OUT_DIR/{case}.rank{
 (dp rank, dp size), the input_ids of every batch it trained on, the losses (rank 0) and each step's wall time;
 the downstream metrics when it has downstream evaluators; rank 0 writes OUT_DIR/{case}.init.safetensors, the full parameters right after initialisation (or loading).
 Everything is observed through the run's hooks.
+
+A case with a {case}.spikes.json beside its YAML, {"rank": R, "factors": {STEP: FACTOR}}, gets spikes on one
+rank: on rank R the final norm's output is multiplied by FACTOR in the forward passes of each STEP (Infinity:
+a non-finite loss), so only that rank's share of the global batch spikes; every rank then records, per step,
+whether it skipped the step and a hash of its own parameter shards ("spikes").
 """
 
+import hashlib
 import json
 import sys
 import time
 from pathlib import Path
 
+import torch
 import yaml
 from safetensors.torch import save_file
 from torch.distributed.tensor import DTensor
@@ -28,6 +35,8 @@ def run_case(config_path: Path, out: Path) -> None:
     cfg = config_from_dict(TrainConfig, yaml.safe_load(config_path.read_text()))
     record = {"batches": [], "losses": {}, "evals": {}, "step_times": []}
     clock = {}
+    spikes_file = config_path.with_suffix(".spikes.json")
+    spikes = json.loads(spikes_file.read_text()) if spikes_file.exists() else None
 
     def after_build(run):
         env = run.env
@@ -41,9 +50,23 @@ def run_case(config_path: Path, out: Path) -> None:
                 {n: t.contiguous() for n, t in full.items()},
                 str(out / f"{config_path.stem}.init.safetensors"),
             )
+        if spikes is not None and env.rank == spikes["rank"]:
+            run.model.lm_head.norm.register_forward_hook(
+                lambda module, args, output: _spiked(output, spikes["factors"].get(str(run.state.step + 1)))
+            )
         clock["last"] = time.perf_counter()
 
     def after_step(run, batch, metrics):
+        if spikes is not None:
+            digest = hashlib.sha256()
+            for p in run.model.parameters():
+                local = p.to_local() if isinstance(p, DTensor) else p
+                digest.update(local.detach().contiguous().numpy().tobytes())
+            skipped = metrics.skipped is not None
+            record.setdefault("spikes", {})[run.state.step] = {
+                "skipped": skipped,
+                "params": digest.hexdigest(),
+            }
         record["batches"].append(batch["input_ids"].tolist())
         now = time.perf_counter()
         record["step_times"].append(now - clock["last"])
@@ -60,6 +83,10 @@ def run_case(config_path: Path, out: Path) -> None:
 
     train(cfg, Hooks(after_build=[after_build], after_step=[after_step], before_log=[before_log]))
     (out / f"{config_path.stem}.rank{record['rank']}.json").write_text(json.dumps(record))
+
+
+def _spiked(output, factor):
+    return output * factor if factor is not None and torch.is_grad_enabled() else None
 
 
 def main() -> None:

@@ -15,6 +15,12 @@ Layouts (test_parallel.py, test_load_everywhere.py):
   folder, which has no optimizer or trainer state, for the first step of a run with both states reset), and
   "reset-reference": the 1-process unsharded step 5 loaded with both states reset.
 
+A 2-process run resumed by one process (test_train_data_parallel.py): "latest_by2" is a copy of the FSDP
+writer's folder, continued to step 7 with try_load_latest_save (from its latest save, step 6).
+
+Spikes (test_skip_spikes_distributed.py): "spikes2" trains 7 steps on 2 processes with
+--optimizer.skip_spikes, a spike injected on rank 1 only at steps 3 (a non-finite loss) and 6 (x30).
+
 Many ranks on one save folder (test_shared_folder_and_uneven_eval.py): "overwrite1" trains 6 steps, saving
 at 2, 4 and 6 and evaluating a 5-instance set at batch 1 at steps 0, 2 and 4; "overwrite2" (FSDP) and
 "overwrite4" (HSDP) run the same to stop_at=4 with --save_overwrite in a copy of its folder.
@@ -27,6 +33,7 @@ lies in runs/{name}/.
 """
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -117,6 +124,15 @@ def _downstream(tmp: Path, nproc: int) -> Path:
     )  # fmt: skip
 
 
+def _spikes(tmp: Path) -> Path:
+    optimizer = dataclasses.replace(
+        tiny_config(tmp).optimizer, skip_spikes=True, skip_spikes_window=8, skip_spikes_min_values=4
+    )
+    spikes = {"rank": 1, "factors": {"3": float("inf"), "6": 30.0}}
+    (tmp / "spikes2.spikes.json").write_text(json.dumps(spikes))
+    return _write(tmp, "spikes2", max_duration="7", optimizer=optimizer, **QUIET)
+
+
 def build(tmp: Path) -> Path:
     """Runs every case into tmp (one process in this one, then 2, then one, then 4) and returns tmp."""
     folders = {
@@ -137,9 +153,14 @@ def build(tmp: Path) -> Path:
     write_original_dir(str(folders["unsharded_by1"]), folders["olmo_by1"], trainer)
     write_hf(str(folders["unsharded_by1"]), folders["hf_by1"])
     two = [_training(tmp, name) for name in ("fsdp2", "tp2", "tp_sp_lp2")]
-    run_driver(tmp, 2, [*two, _overwrite(tmp, 2), _downstream(tmp, 2), *_loads(tmp, 2, folders)])
+    run_driver(
+        tmp, 2, [*two, _overwrite(tmp, 2), _downstream(tmp, 2), _spikes(tmp), *_loads(tmp, 2, folders)]
+    )
     reset = {"reset_trainer_state": True, "reset_optimizer_state": True, "max_duration": "1", **QUIET}
+    shutil.copytree(tmp / "runs" / "fsdp2", tmp / "runs" / "latest_by2")
+    latest = _write(tmp, "latest_by2", max_duration="7", try_load_latest_save=True, **QUIET)
     for case in (
+        latest,
         *_loads(tmp, 1, folders),
         _write(tmp, "reset-reference", load_path=str(folders["unsharded_by1"]), **reset),
     ):
