@@ -55,7 +55,10 @@ def load(folder):
     cfg = tiny_cfg()
     model, opt = _fsdp_model(cfg, rank, world)
     loaded = load_checkpoint(os.path.join(folder, "step2"), model, opt)
-    assert loaded.trainer_state["data_loader"] == {"rank": rank if rank < 2 else 0}, loaded.trainer_state
+    written = loaded.trainer_state["world_size"]  # ranks the writer did not have get its rank 0's state
+    assert loaded.trainer_state["data_loader"] == {"rank": rank if rank < written else 0}, (
+        loaded.trainer_state
+    )
     msd, osd = get_state_dict(
         model, opt, options=StateDictOptions(full_state_dict=True, flatten_optimizer_state_dict=True)
     )

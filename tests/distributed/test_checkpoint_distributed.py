@@ -38,30 +38,21 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).parent / "ckpt_worker.py"
 
 
-def _torchrun(n, *args):
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={n}",
-        str(WORKER),
-        *args,
-    ]
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
-
-
-def test_saved_by_2_loaded_by_1_and_4(loads):
-    """A sharded checkpoint of 2 FSDP ranks: one process loads it as the unsharded one, and 4 ranks (two nodes
-    of two, the launch of test_one_reader_per_node...) load it; each rank checks its data-loader state and
-    rank 0 the full weights and optimizer state against the unsharded checkpoint, bit for bit."""
+def test_saved_by_3_loaded_by_1_and_4(loads):
+    """A sharded checkpoint of 3 FSDP ranks (no dimension splits evenly: 32 -> 11, 11, 10): one process loads
+    it as the unsharded one, and 4 ranks (two nodes of two, the launch of test_one_reader_per_node...) load it;
+    each rank checks its data-loader state and rank 0 the full weights and optimizer state against the
+    unsharded checkpoint, bit for bit. (Sharded checkpoints of 2 ranks loaded by 1, 2 and 4:
+    test_load_everywhere.py.)"""
     tmp_path = loads["sharded"]
     shards = os.listdir(tmp_path / "step2" / "model_and_optim")
-    assert ".metadata" in shards and {s.split("_")[2] for s in shards if s.endswith(".distcp")} == {"0", "1"}
+    assert ".metadata" in shards and {s.split("_")[2] for s in shards if s.endswith(".distcp")} == {
+        "0",
+        "1",
+        "2",
+    }
     assert sorted(os.listdir(tmp_path / "step2" / "train")) == [
-        f"rank{r}.{e}" for r in (0, 1) for e in ("json", "safetensors")
+        f"rank{r}.{e}" for r in (0, 1, 2) for e in ("json", "safetensors")
     ]
     cfg = tiny_cfg()
     one = [Transformer(cfg) for _ in range(2)]
@@ -70,7 +61,7 @@ def test_saved_by_2_loaded_by_1_and_4(loads):
     load_checkpoint(str(tmp_path / "step2-unsharded"), one[1], opts[1])
     assert_same_model(one[0], one[1])
     assert_same_optim(one[0], opts[0], one[1], opts[1])
-    assert loaded.trainer_state["world_size"] == 2 and loaded.trainer_state["data_loader"] == {"rank": 0}
+    assert loaded.trainer_state["world_size"] == 3 and loaded.trainer_state["data_loader"] == {"rank": 0}
     assert "LOADED OK world=4" in loads["stdout"][2]
 
 
@@ -163,12 +154,12 @@ def _agents(nodes: int, per_node: int, args: list[str], env: dict) -> str:
 
 @pytest.fixture(scope="module")
 def loads(tmp_path_factory) -> dict:
-    """Three launches: 2 FSDP ranks save (ckpt_worker save); then, from a moto S3 server counting the bytes
-    it serves, an unsharded checkpoint whose embedding of 101 rows no world size divides is loaded by one
-    node of 3 ranks, and by two nodes of 2 ranks that first load the 2-rank sharded checkpoint."""
+    """Two launches, with a moto S3 server counting the bytes it serves: one node of 3 ranks saves a sharded
+    (and an unsharded) checkpoint (ckpt_worker save), then loads an unsharded checkpoint from S3 whose
+    embedding of 101 rows no world size divides; two nodes of 2 ranks load the 3-rank sharded checkpoint,
+    then the S3 one."""
     tmp = tmp_path_factory.mktemp("loads")
     sharded = tmp / "sharded"
-    _torchrun(2, "save", str(sharded))
     cfg = tiny_cfg(embedding_size=101)
     model, opt = trained(cfg, steps=2)
     out = {"sharded": sharded, "expected": _fingerprint(model, opt), "stdout": {}, "prints": {}, "served": {}}
@@ -187,7 +178,7 @@ def loads(tmp_path_factory) -> dict:
             "FSSPEC_S3_KEY": "testing",
             "FSSPEC_S3_SECRET": "testing",
         }
-        for nodes, per_node, first in ((1, 3, []), (2, 2, ["load", str(sharded)])):
+        for nodes, per_node, first in ((1, 3, ["save", str(sharded)]), (2, 2, ["load", str(sharded)])):
             counter.reset()
             out["stdout"][nodes] = _agents(nodes, per_node, [*first, "load_full", path], env)
             out["served"][nodes] = counter.served / size
