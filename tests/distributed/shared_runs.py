@@ -26,7 +26,8 @@ at 2, 4 and 6 and evaluating a 5-instance set at batch 1 at steps 0, 2 and 4; "o
 "overwrite4" (HSDP) run the same to stop_at=4 with --save_overwrite in a copy of its folder.
 
 Downstream in the loop (test_downstream_distributed.py): "ds1", "ds2" (FSDP) and "ds4" (FSDP) train a
-tokenizer-sized tiny model 4 steps with three downstream evaluators, at step 0 (eval_on_load) and step 4.
+tokenizer-sized tiny model 4 steps with three downstream evaluators (DOWNSTREAM_BATCH rows a pass), at step 0
+(eval_on_load) and step 4.
 
 Every case writes {name}.rank{R}.json and {name}.init.safetensors (parallel_driver.py); each checkpoint
 lies in runs/{name}/.
@@ -106,6 +107,10 @@ def _overwrite(tmp: Path, nproc: int) -> Path:
     if nproc > 1:  # an earlier run's checkpoints (2, 4, 6) in its folder
         shutil.copytree(tmp / "runs" / "overwrite1", tmp / "runs" / name)
     return case_yaml(tmp, name, tmp / "runs" / name, **changes)
+
+
+DOWNSTREAM = ["copa", "commitment_bank", "arc_easy_ppl"]
+DOWNSTREAM_BATCH = 4  # 182 batches: some ranks of 4 are a batch short
 
 
 def _downstream(tmp: Path, nproc: int) -> Path:

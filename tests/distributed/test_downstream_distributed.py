@@ -17,6 +17,7 @@ import tyro
 
 from olmo_fn.eval.downstream import prepare_task, request_items
 from olmo_fn.eval.scoring import plan
+from tests.distributed.shared_runs import DOWNSTREAM, DOWNSTREAM_BATCH
 from tests.eval.helpers import encoder, random_model, tiny_config, write_checkpoints
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,6 +54,8 @@ def test_uneven_batches():
     specs = [t.partition(":") for t in TASKS.split(",")]
     tasks = [prepare_task(label, encoder(), metric=metric or None, limit=30) for label, _, metric in specs]
     assert len(plan(request_items(tasks), 3).batches) % 2 == 1  # and so % 4 != 0
+    in_loop = [prepare_task(label, encoder()) for label in DOWNSTREAM]  # and the in-loop evaluators'
+    assert len(plan(request_items(in_loop), DOWNSTREAM_BATCH).batches) % 4 != 0
 
 
 @pytest.mark.slow
@@ -87,7 +90,7 @@ def test_in_loop_on_2_and_4_processes_and_standalone_agree(shared_runs):
     # the tool on the 2-rank run's final checkpoint scores what that loop scored at its last step (on one
     # process: FSDP's scores are one process's bit for bit, as above and in the test of the tool)
     standalone = evaluate(str(shared_runs / "runs" / "ds2" / "step4-unsharded"), 1, "--tasks",
-                          "copa,commitment_bank,arc_easy_ppl", "--batch-size", "4", "--json")  # fmt: skip
+                          ",".join(DOWNSTREAM), "--batch-size", str(DOWNSTREAM_BATCH), "--json")  # fmt: skip
     final = {k.split("/", 1)[1]: v for k, v in got[2].items() if k.startswith("4/")}
     assert final == {
         "eval/downstream/copa_acc": standalone["copa"]["acc"],
