@@ -115,7 +115,7 @@ ADAPTED = {
         "first); a recipe trained on 2 processes is test_recipes_run", "test_the_8_gpu_command_passes_its_checks"),
     "torchrun --nproc_per_node=8 experiments/original_config.py configs/official/OLMo-1B.yaml "
     "--load_path=checkpoints/step20000 --save_folder=runs/my-1b --run_name=my-1b --save_overwrite": (
-        "8 GPUs and a 1B checkpoint: an official YAML trains and resumes on 2 ranks",
+        "8 GPUs and a 1B checkpoint: an official YAML trains on 1 process, then resumes and trains on 2 ranks",
         "tests/distributed/test_original_config_torchrun.py::test_official_olmo2_yaml_trains_and_resumes_on_two_ranks"),
     "torchrun --nproc_per_node=8 experiments/original_config.py configs/official/OLMo-1B.yaml "
     "--load_path=CHECKPOINT --save_folder=runs/my-1b --run_name=my-1b --save_overwrite": (
